@@ -1,0 +1,5 @@
+"""`python -m taco` is the `taco` command."""
+
+from taco.cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""Mel spectrograms: the feature config, STFT, Slaney filterbank, and both normalizations.
+
+This is the only place in taco that turns audio into mels (preprocessing) or mels back into
+magnitudes (synthesis), so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+NORMALIZATIONS = ("db", "log")
+
+# Floor on mel magnitudes before taking a log: -100 dB. NVIDIA/tacotron2 and HiFi-GAN clamp at 1e-5.
+MEL_FLOOR = 1e-5
+# `db` normalization of the seed (kaituoxu/Tacotron2): 20*log10(mel) clipped to [DB_MIN, DB_MAX],
+# then mapped linearly onto [-DB_SCALE, DB_SCALE].
+DB_MIN = -100.0
+DB_MAX = 0.0
+DB_SCALE = 4.0
+
+# Slaney's mel scale (Auditory Toolbox, used by librosa with htk=False): linear below 1 kHz,
+# logarithmic above, 27 mels per factor 6.4 in frequency.
+_SLANEY_HZ_PER_MEL = 200.0 / 3.0
+_SLANEY_BREAK_HZ = 1000.0
+_SLANEY_BREAK_MEL = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOG_STEP = math.log(6.4) / 27.0
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How audio becomes a normalized mel spectrogram. Defaults: NVIDIA/tacotron2 hparams."""
+
+    sample_rate: int = 22050  # LJSpeech's rate
+    n_fft: int = 1024
+    win_length: int = 1024  # ~46 ms at 22.05 kHz
+    hop_length: int = 256  # ~11.6 ms: 86 frames per second
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: float = 8000.0  # speech energy above 8 kHz is noise to the model; NVIDIA's mel_fmax
+    normalization: str = "db"  # "db" (the seed) or "log" (NVIDIA/HiFi-GAN, to use their vocoders)
+    trim_db: float | None = None  # trim leading/trailing audio quieter than peak - trim_db; None keeps all
+
+    def __post_init__(self):
+        positive = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"FeatureConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.win_length > self.n_fft:
+            raise ValueError(f"FeatureConfig.win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
+            raise ValueError(
+                f"FeatureConfig needs 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min}, "
+                f"f_max={self.f_max}, sample_rate={self.sample_rate}"
+            )
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"FeatureConfig.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.trim_db is not None and self.trim_db <= 0:
+            raise ValueError(f"FeatureConfig.trim_db must be positive or None, got {self.trim_db}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FeatureConfig:
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown FeatureConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+
+def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
+    linear = hz / _SLANEY_HZ_PER_MEL
+    logarithmic = _SLANEY_BREAK_MEL + torch.log(hz.clamp(min=_SLANEY_BREAK_HZ) / _SLANEY_BREAK_HZ) / _SLANEY_LOG_STEP
+    return torch.where(hz >= _SLANEY_BREAK_HZ, logarithmic, linear)
+
+
+def _mel_to_hz(mel: torch.Tensor) -> torch.Tensor:
+    linear = mel * _SLANEY_HZ_PER_MEL
+    logarithmic = _SLANEY_BREAK_HZ * torch.exp(_SLANEY_LOG_STEP * (mel - _SLANEY_BREAK_MEL))
+    return torch.where(mel >= _SLANEY_BREAK_MEL, logarithmic, linear)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
+    """Triangular Slaney filters with Slaney (constant energy) norm, shape (n_mels, n_fft // 2 + 1).
+
+    Built in float64 for accuracy and cached: the result is shared, never modify it in place.
+    """
+    fft_hz = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    edges_mel = torch.linspace(
+        _hz_to_mel(torch.tensor(f_min, dtype=torch.float64)).item(),
+        _hz_to_mel(torch.tensor(f_max, dtype=torch.float64)).item(),
+        n_mels + 2,
+        dtype=torch.float64,
+    )
+    edges_hz = _mel_to_hz(edges_mel)  # (n_mels + 2,): left edge, centre, right edge of each filter
+    widths = edges_hz[1:] - edges_hz[:-1]  # (n_mels + 1,)
+    # (n_mels + 2, 1) - (1, n_freqs) -> (n_mels + 2, n_freqs)
+    offsets = edges_hz[:, None] - fft_hz[None, :]
+    rising = -offsets[:-2] / widths[:-1, None]  # (n_mels, n_freqs)
+    falling = offsets[2:] / widths[1:, None]  # (n_mels, n_freqs)
+    triangles = torch.clamp(torch.minimum(rising, falling), min=0.0)
+    slaney_norm = 2.0 / (edges_hz[2:] - edges_hz[:-2])  # equal area per filter
+    return (triangles * slaney_norm[:, None]).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def hann_window(win_length: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Periodic Hann window, as librosa and NVIDIA/tacotron2 use; computed in float64, cached and shared."""
+    return torch.hann_window(win_length, periodic=True, dtype=torch.float64).to(dtype)
+
+
+def magnitude_stft(wave: torch.Tensor, config: FeatureConfig, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(..., samples) -> (..., n_fft // 2 + 1, frames) magnitude, computed in the dtype of `wave`,
+    returned in `dtype` (default: the same).
+
+    Frames are centred with reflect padding, as librosa's and NVIDIA/tacotron2's.
+    """
+    spectrum = torch.stft(
+        wave,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        win_length=config.win_length,
+        window=hann_window(config.win_length, wave.dtype).to(wave.device),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
+    if dtype is not None:
+        # before abs(): abs() of complex64 takes half the time of complex128, and rounding each
+        # bin on its own keeps its relative precision (the FFT's sums are where float32 loses it)
+        spectrum = spectrum.to(torch.complex64 if dtype == torch.float32 else torch.complex128)
+    return spectrum.abs()
+
+
+def mel_spectrogram(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """(..., samples) -> (..., n_mels, frames) float32 normalized mel, the feature the model learns.
+
+    The STFT runs in float64: in float32 its rounding error, relative to a frame's loudest bin, reaches
+    2e-4 in the log-mel of quiet bins (measured against librosa on espeak speech); float64 keeps it at 1e-6.
+    """
+    filters = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
+    magnitude = magnitude_stft(wave.to(torch.float64), config, dtype=torch.float32)
+    # (n_mels, n_freqs) @ (..., n_freqs, frames) -> (..., n_mels, frames)
+    mel = filters.to(wave.device) @ magnitude
+    return normalize(mel, config.normalization)
+
+
+def n_frames(n_samples: int, hop_length: int) -> int:
+    """Frames a centred STFT gives for a clip of n_samples."""
+    return 1 + n_samples // hop_length
+
+
+def normalize(mel: torch.Tensor, normalization: str) -> torch.Tensor:
+    """Linear mel magnitude -> the normalized feature."""
+    if normalization == "log":
+        return torch.log(mel.clamp(min=MEL_FLOOR))
+    db = 20.0 * torch.log10(mel.clamp(min=MEL_FLOOR))
+    db = db.clamp(DB_MIN, DB_MAX)
+    return (db - DB_MIN) / (DB_MAX - DB_MIN) * (2 * DB_SCALE) - DB_SCALE
+
+
+def denormalize(feature: torch.Tensor, normalization: str) -> torch.Tensor:
+    """The normalized feature -> linear mel magnitude (exact inverse of `normalize` inside its clip range)."""
+    if normalization == "log":
+        return torch.exp(feature)
+    db = (feature + DB_SCALE) / (2 * DB_SCALE) * (DB_MAX - DB_MIN) + DB_MIN
+    return torch.pow(10.0, db / 20.0)

@@ -1,0 +1,312 @@
+"""Corpus -> feature store: split the corpus into shard tasks, run them with joblib, write the index.
+
+Each task turns a fixed slice of the metadata into one shard file, so tasks never share a file and a
+re-run can skip every shard that is already complete with the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import platform
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import joblib
+import numpy as np
+import soundfile
+import soxr
+import torch
+from tqdm import tqdm
+
+from taco.features.audio import AudioError, load_audio, trim_silence
+from taco.features.corpus import Entry, read_metadata, random_split
+from taco.features.mel import FeatureConfig, mel_spectrogram
+from taco.features.store import (
+    FAILURES_FILE,
+    FORMAT_VERSION,
+    INDEX_COLUMNS,
+    INDEX_FILE,
+    SHARD_DIR,
+    STORE_FILE,
+    ShardSummary,
+    StoreError,
+    Utterance,
+    fingerprint,
+    read_shard_summary,
+    read_store_json,
+    shard_name,
+    write_json_atomically,
+    write_shard,
+    write_tsv_atomically,
+)
+from taco.features.summary import summarize
+from taco.features.text import TextConfig, decode, encode, symbols
+
+# Utterances per shard: about 7 minutes of LJSpeech audio, 11 MB of mels. Small enough that 2 cores
+# share the bundled 200-utterance corpus, large enough that LJSpeech makes ~200 files, not 13,100.
+DEFAULT_SHARD_SIZE = 64
+# Longest clip kept: LJSpeech's longest is 10.1 s; much longer clips blow up a batch's padded frames.
+DEFAULT_MAX_SECONDS = 20.0
+
+
+class UnusableText(Exception):
+    """Metadata text that gives the model nothing to read; str() is the reason."""
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    number: int
+    entries: tuple[Entry, ...]
+
+    @property
+    def ids(self) -> list[str]:
+        return [entry.id for entry in self.entries]
+
+
+def preprocess(
+    corpus_dir: str | Path,
+    store_dir: str | Path,
+    features: FeatureConfig = FeatureConfig(),
+    text: TextConfig = TextConfig(),
+    *,
+    metadata: str | Path = "metadata.csv",
+    audio_dir: str | Path = "wavs",
+    train_metadata: str | Path | None = None,
+    val_metadata: str | Path | None = None,
+    val_fraction: float = 0.05,
+    val_count: int | None = None,
+    seed: int = 1234,
+    max_seconds: float = DEFAULT_MAX_SECONDS,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    jobs: int = -1,
+    backend: str = "loky",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Build (or finish) the feature store in `store_dir` from the corpus in `corpus_dir`.
+
+    Relative `metadata`, `audio_dir`, `train_metadata` and `val_metadata` are taken inside `corpus_dir`.
+    With `train_metadata` and `val_metadata` the split comes from those two files; otherwise it is drawn
+    from `seed` with `val_count` (if given) or `val_fraction` of the utterances held out.
+    `jobs` and `backend` go to joblib (-1: all cores; any backend name joblib knows, e.g. "dask").
+    Returns the store summary (see `summarize`). Raises StoreError or CorpusError for problems with the
+    whole run; problems with single utterances are recorded as failures instead.
+    """
+    corpus_dir, store_dir = Path(corpus_dir), Path(store_dir)
+    if max_seconds <= 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be positive, got {shard_size}")
+    audio_path = corpus_dir / audio_dir
+    entries, failures, split, split_recipe = _read_corpus(
+        corpus_dir, audio_path, metadata, train_metadata, val_metadata, val_fraction, val_count, seed
+    )
+    table = symbols(text.symbols_version)
+    store_fingerprint = fingerprint(features, text, table, max_seconds)
+    _prepare_store_dir(store_dir, store_fingerprint, overwrite)
+
+    info = {
+        "format_version": FORMAT_VERSION,
+        "complete": False,
+        "fingerprint": store_fingerprint,
+        "feature_config": features.to_dict(),
+        "text_config": text.to_dict(),
+        "symbols": table,
+        "max_seconds": max_seconds,
+        "split": split_recipe,
+        "corpus": str(corpus_dir.resolve()),
+        "library_versions": library_versions(),
+    }
+    write_json_atomically(store_dir / STORE_FILE, info)
+
+    tasks = [
+        ShardTask(number, tuple(entries[start : start + shard_size]))
+        for number, start in enumerate(range(0, len(entries), shard_size))
+    ]
+    summaries, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint)
+    with tqdm(
+        total=len(entries),
+        initial=sum(len(s.task_ids) for s in summaries),
+        unit="utt",
+        desc="preprocess",
+        disable=not progress,
+    ) as bar:
+        results = joblib.Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered")(
+            joblib.delayed(process_shard)(task, store_dir / SHARD_DIR, features, text, store_fingerprint, max_seconds)
+            for task in pending
+        )
+        for summary in results:
+            summaries.append(summary)
+            bar.update(len(summary.task_ids))
+
+    _write_index(store_dir, info, sorted(summaries, key=lambda s: s.name), split, failures)
+    return summarize(store_dir)
+
+
+def _read_corpus(corpus_dir, audio_path, metadata, train_metadata, val_metadata, val_fraction, val_count, seed):
+    """Entries, metadata failures, the split (id -> split) and how the split was made."""
+    if (train_metadata is None) != (val_metadata is None):
+        raise ValueError("give both train_metadata and val_metadata, or neither")
+    if train_metadata is None:
+        entries, failures = read_metadata(corpus_dir / metadata, audio_path)
+        split = random_split([e.id for e in entries], seed, val_fraction, val_count)
+        recipe = {"method": "random", "seed": seed, "val_fraction": val_fraction, "val_count": val_count,
+                  "metadata": str(metadata)}
+        return entries, failures, split, recipe
+    train_entries, train_failures = read_metadata(corpus_dir / train_metadata, audio_path)
+    val_entries, val_failures = read_metadata(corpus_dir / val_metadata, audio_path)
+    both = {e.id for e in train_entries} & {e.id for e in val_entries}
+    failures = train_failures + val_failures + [(id_, "id in both train and val metadata") for id_ in sorted(both)]
+    # an id in both files is neither: training on validation data would make the validation loss a lie
+    entries = [e for e in train_entries + val_entries if e.id not in both]
+    split = {e.id: "train" for e in train_entries} | {e.id: "val" for e in val_entries}
+    recipe = {"method": "files", "train_metadata": str(train_metadata), "val_metadata": str(val_metadata)}
+    return entries, failures, split, recipe
+
+
+def _prepare_store_dir(store_dir: Path, store_fingerprint: str, overwrite: bool) -> None:
+    """Refuse a folder made with another configuration (unless overwrite), or one that is not a store."""
+    if (store_dir / STORE_FILE).is_file():
+        previous = read_store_json(store_dir).get("fingerprint")
+        if previous != store_fingerprint:
+            if not overwrite:
+                raise StoreError(
+                    f"{store_dir}: holds a store made with another configuration (fingerprint {previous}, "
+                    f"this run {store_fingerprint}); pass --overwrite to replace it, or choose another folder"
+                )
+            for name in (STORE_FILE, INDEX_FILE, FAILURES_FILE):
+                (store_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(store_dir / SHARD_DIR, ignore_errors=True)
+    elif store_dir.exists() and any(store_dir.iterdir()):
+        # never delete a folder we did not make, even with overwrite
+        raise StoreError(f"{store_dir}: exists, is not empty, and is not a taco feature store; choose another folder")
+    (store_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    for leftover in (store_dir / SHARD_DIR).glob("*.tmp-*"):
+        leftover.unlink()  # a shard a killed run was writing: never complete, never read
+
+
+def _reusable_shards(shard_dir: Path, tasks: list[ShardTask], store_fingerprint: str):
+    """Summaries of the shards already complete for these tasks, and the tasks still to run."""
+    done, pending = [], []
+    for task in tasks:
+        path = shard_dir / shard_name(task.number)
+        summary = None
+        if path.is_file():
+            try:
+                summary = read_shard_summary(path)
+            except StoreError:
+                summary = None  # unreadable: make it again
+        if summary is not None and summary.fingerprint == store_fingerprint and summary.task_ids == task.ids:
+            done.append(summary)
+        else:
+            pending.append(task)
+    return done, pending
+
+
+def process_shard(
+    task: ShardTask,
+    shard_dir: Path,
+    features: FeatureConfig,
+    text: TextConfig,
+    store_fingerprint: str,
+    max_seconds: float,
+) -> ShardSummary:
+    """Turn one task's utterances into one shard file. Runs inside a joblib worker."""
+    threads = torch.get_num_threads()
+    # one thread per worker: the pool already uses every core, more threads would only contend
+    torch.set_num_threads(1)
+    try:
+        utterances, failures, dropped = [], [], Counter()
+        for entry in task.entries:
+            try:
+                utterance, entry_dropped = process_utterance(entry, features, text, max_seconds)
+            except (AudioError, UnusableText) as error:
+                failures.append((entry.id, str(error)))
+                continue
+            utterances.append(utterance)
+            dropped.update(entry_dropped)
+        return write_shard(
+            shard_dir / shard_name(task.number),
+            store_fingerprint,
+            task.ids,
+            utterances,
+            failures,
+            dict(dropped),
+            features.n_mels,
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def process_utterance(
+    entry: Entry, features: FeatureConfig, text: TextConfig, max_seconds: float
+) -> tuple[Utterance, dict[str, int]]:
+    """Text -> token IDs, audio -> normalized mel. Raises UnusableText or AudioError with the reason to skip it."""
+    encoded = encode(entry.text, text)
+    if not encoded.cleaned:
+        raise UnusableText("empty text")
+    if not any(char.isalpha() for char in decode(encoded.ids, text.symbols_version)):
+        raise UnusableText("no letters in text")
+    samples = load_audio(entry.audio_path, features.sample_rate)
+    if features.trim_db is not None:
+        samples = trim_silence(samples, features.trim_db)
+    seconds = len(samples) / features.sample_rate
+    if seconds > max_seconds:
+        raise AudioError(f"too long: {seconds:.1f} s > max_seconds {max_seconds:g}")
+    # (n_mels, frames) -> (frames, n_mels): the store keeps frames as rows so one utterance is one slice
+    mel = mel_spectrogram(torch.from_numpy(samples), features).T.contiguous().numpy()
+    return Utterance(entry.id, np.asarray(encoded.ids, dtype=np.int64), mel), encoded.dropped
+
+
+def _write_index(store_dir: Path, info: dict, summaries: list[ShardSummary], split: dict[str, str],
+                 metadata_failures: list[tuple[str, str]]) -> None:
+    """Merge shard summaries into index.tsv, failures.tsv, the train-split mel stats and a complete store.json."""
+    index_rows, failures, dropped = [], list(metadata_failures), Counter()
+    n_mels = info["feature_config"]["n_mels"]
+    frames, total, total_sq = 0, np.zeros(n_mels), np.zeros(n_mels)
+    for summary in summaries:
+        for row, id_ in enumerate(summary.ids):
+            index_rows.append((id_, summary.name, row, summary.n_frames[row], summary.n_tokens[row], split[id_]))
+            if split[id_] == "train":
+                frames += summary.n_frames[row]
+                total += summary.mel_sum[row]
+                total_sq += summary.mel_sq_sum[row]
+        failures.extend(summary.failures)
+        dropped.update(summary.dropped_characters)
+    mean = total / max(frames, 1)
+    std = np.sqrt(np.maximum(total_sq / max(frames, 1) - mean**2, 0.0))
+    write_tsv_atomically(store_dir / INDEX_FILE, INDEX_COLUMNS, index_rows)
+    write_tsv_atomically(store_dir / FAILURES_FILE, ("id", "reason"), failures)
+    info = info | {
+        "complete": True,
+        "shards": [s.name for s in summaries],
+        "stats": {"split": "train", "frames": int(frames), "mean": mean.tolist(), "std": std.tolist()},
+        "dropped_characters": dict(sorted(dropped.items())),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomically(store_dir / STORE_FILE, info)
+
+
+def library_versions() -> dict[str, str]:
+    def installed(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "taco": installed("taco"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "h5py": h5py.__version__,
+        "hdf5": h5py.version.hdf5_version,
+        "soundfile": soundfile.__version__,
+        "libsndfile": soundfile.__libsndfile_version__,
+        "soxr": soxr.__version__,
+        "joblib": joblib.__version__,
+    }

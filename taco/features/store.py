@@ -1,0 +1,269 @@
+"""The feature store format: shard writer, shard summaries, the store reader, fingerprint and summary.
+
+A store is a folder:
+
+    store.json     how it was made: configs, symbol table, fingerprint, split, stats, versions, status
+    index.tsv      one row per utterance: id, shard, row, n_frames, n_tokens, split
+    failures.tsv   one row per skipped utterance: id, reason
+    shards/NNNNN.h5
+
+Each shard holds its utterances as one concatenated array per kind plus offsets (never one dataset per
+utterance, never variable-length types), so reading an utterance is two slices. A shard is written
+under a temporary name and renamed when complete: a file with a shard's final name is always whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from taco.features.mel import FeatureConfig
+from taco.features.text import TextConfig
+
+FORMAT_VERSION = 1
+STORE_FILE = "store.json"
+INDEX_FILE = "index.tsv"
+FAILURES_FILE = "failures.tsv"
+SHARD_DIR = "shards"
+SPLITS = ("train", "val")
+INDEX_COLUMNS = ("id", "shard", "row", "n_frames", "n_tokens", "split")
+
+
+class StoreError(Exception):
+    """A store that cannot be read or written as asked; str() is a one-line explanation."""
+
+
+def fingerprint(feature_config: FeatureConfig, text_config: TextConfig, symbols: list[str], max_seconds: float) -> str:
+    """Hash of everything that changes what the shards hold. Equal fingerprints mean reusable shards."""
+    recipe = {
+        "format_version": FORMAT_VERSION,
+        "feature_config": feature_config.to_dict(),
+        "text_config": text_config.to_dict(),
+        "symbols": symbols,
+        "max_seconds": max_seconds,
+    }
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def shard_name(number: int) -> str:
+    return f"{number:05d}.h5"
+
+
+@dataclass
+class Utterance:
+    """One processed utterance as a shard task hands it to the writer."""
+
+    id: str
+    tokens: np.ndarray  # (n_tokens,) integer token IDs
+    mel: np.ndarray  # (n_frames, n_mels) float32 normalized mel
+
+
+@dataclass
+class ShardSummary:
+    """What a shard holds, without its mels: enough to build the index, the stats and the report."""
+
+    name: str
+    fingerprint: str
+    task_ids: list[str]  # every utterance the task was given, kept or failed
+    ids: list[str]
+    n_frames: np.ndarray  # (n,) int64
+    n_tokens: np.ndarray  # (n,) int64
+    mel_sum: np.ndarray  # (n, n_mels) float64 per-utterance sum over frames, for merged stats
+    mel_sq_sum: np.ndarray  # (n, n_mels) float64 per-utterance sum of squares
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
+    dropped_characters: dict[str, int] = field(default_factory=dict)
+
+
+def _bytes_array(strings: list[str]) -> np.ndarray:
+    # fixed-length byte strings: HDF5's simplest string type, no variable-length machinery
+    return np.array([s.encode("utf-8") for s in strings], dtype=bytes) if strings else np.zeros(0, dtype="S1")
+
+
+def _strings(array: np.ndarray) -> list[str]:
+    return [b.decode("utf-8") for b in array]
+
+
+def _offsets(lengths: list[int]) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+
+
+def write_shard(
+    path: Path,
+    fingerprint: str,
+    task_ids: list[str],
+    utterances: list[Utterance],
+    failures: list[tuple[str, str]],
+    dropped_characters: dict[str, int],
+    n_mels: int,
+) -> ShardSummary:
+    """Write one shard atomically (temporary name, fsync, rename) and return its summary."""
+    mels = [u.mel.astype(np.float32, copy=False) for u in utterances]
+    n_frames = np.array([len(m) for m in mels], dtype=np.int64)
+    n_tokens = np.array([len(u.tokens) for u in utterances], dtype=np.int64)
+    # (n, frames_i, n_mels) -> (n, n_mels): float64 sums so that merging many shards loses nothing
+    mel_sum = np.array([m.sum(axis=0, dtype=np.float64) for m in mels]).reshape(-1, n_mels)
+    mel_sq_sum = np.array([np.square(m, dtype=np.float64).sum(axis=0) for m in mels]).reshape(-1, n_mels)
+    ids = [u.id for u in utterances]
+
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with h5py.File(temporary, "w") as shard:
+        shard.attrs["format_version"] = FORMAT_VERSION
+        shard.attrs["fingerprint"] = fingerprint
+        shard.attrs["dropped_characters"] = json.dumps(dropped_characters, sort_keys=True)
+        shard["task_ids"] = _bytes_array(task_ids)
+        shard["ids"] = _bytes_array(ids)
+        # (n, frames_i, n_mels) -> (sum of frames, n_mels)
+        shard["mels"] = np.concatenate(mels) if mels else np.zeros((0, n_mels), np.float32)
+        shard["mel_offsets"] = _offsets(n_frames)
+        shard["tokens"] = np.concatenate([u.tokens for u in utterances]).astype(np.int32) if utterances else np.zeros(0, np.int32)
+        shard["token_offsets"] = _offsets(n_tokens)
+        shard["mel_sum"] = mel_sum
+        shard["mel_sq_sum"] = mel_sq_sum
+        shard["failure_ids"] = _bytes_array([id_ for id_, _ in failures])
+        shard["failure_reasons"] = _bytes_array([reason for _, reason in failures])
+    with open(temporary, "rb") as written:
+        os.fsync(written.fileno())
+    os.replace(temporary, path)
+    return ShardSummary(path.name, fingerprint, task_ids, ids, n_frames, n_tokens, mel_sum, mel_sq_sum,
+                        failures, dropped_characters)
+
+
+def read_shard_summary(path: Path) -> ShardSummary:
+    """Everything about a shard but its mels and tokens. Raises StoreError if it cannot be read."""
+    try:
+        with h5py.File(path, "r") as shard:
+            return ShardSummary(
+                name=path.name,
+                fingerprint=str(shard.attrs["fingerprint"]),
+                task_ids=_strings(shard["task_ids"][:]),
+                ids=_strings(shard["ids"][:]),
+                n_frames=np.diff(shard["mel_offsets"][:]),
+                n_tokens=np.diff(shard["token_offsets"][:]),
+                mel_sum=shard["mel_sum"][:],
+                mel_sq_sum=shard["mel_sq_sum"][:],
+                failures=list(zip(_strings(shard["failure_ids"][:]), _strings(shard["failure_reasons"][:]))),
+                dropped_characters=json.loads(shard.attrs["dropped_characters"]),
+            )
+    except (OSError, KeyError) as error:
+        raise StoreError(f"{path}: unreadable shard ({error})") from None
+
+
+def read_store_json(store_dir: Path) -> dict:
+    path = store_dir / STORE_FILE
+    if not path.is_file():
+        raise StoreError(f"{store_dir}: not a taco feature store (no {STORE_FILE})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise StoreError(f"{path}: corrupt store description ({error})") from None
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+def write_tsv_atomically(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", newline="") as file:
+        writer = csv.writer(file, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file, delimiter="\t"))
+
+
+class FeatureStore:
+    """Reads a finished store. Lengths and splits come from the index alone; shards open on first use.
+
+    Open shard files are per process: after a fork (DataLoader workers) or unpickling, each process
+    opens its own handles, so one store object can be handed to many workers safely.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.info = read_store_json(self.path)
+        if self.info.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{self.path}: store format {self.info.get('format_version')} but this taco reads format "
+                f"{FORMAT_VERSION}; re-run taco preprocess"
+            )
+        if not self.info.get("complete"):
+            raise StoreError(f"{self.path}: incomplete store (its preprocess run did not finish); re-run it")
+        rows = read_tsv(self.path / INDEX_FILE)
+        self.ids = [row["id"] for row in rows]
+        self.shard_names = sorted({row["shard"] for row in rows})
+        shard_number = {name: number for number, name in enumerate(self.shard_names)}
+        self.shards = np.array([shard_number[row["shard"]] for row in rows], dtype=np.int64)
+        self.rows = np.array([int(row["row"]) for row in rows], dtype=np.int64)
+        self.n_frames = np.array([int(row["n_frames"]) for row in rows], dtype=np.int64)
+        self.n_tokens = np.array([int(row["n_tokens"]) for row in rows], dtype=np.int64)
+        self.splits = np.array([row["split"] for row in rows])
+        self._open_shards: dict[int, tuple[h5py.File, np.ndarray, np.ndarray]] = {}
+        self._owner_pid = os.getpid()
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return FeatureConfig.from_dict(self.info["feature_config"])
+
+    @property
+    def text_config(self) -> TextConfig:
+        return TextConfig.from_dict(self.info["text_config"])
+
+    @property
+    def symbols(self) -> list[str]:
+        return self.info["symbols"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info["fingerprint"]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Positions in the index of the utterances in `split` ("train" or "val")."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return np.flatnonzero(self.splits == split)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens (n_tokens,) int64, mel (n_frames, n_mels) float32) of the utterance at `index`."""
+        shard, mel_offsets, token_offsets = self._shard(int(self.shards[index]))
+        row = self.rows[index]
+        tokens = shard["tokens"][token_offsets[row] : token_offsets[row + 1]].astype(np.int64)
+        mel = shard["mels"][mel_offsets[row] : mel_offsets[row + 1]]
+        return tokens, mel
+
+    def _shard(self, number: int) -> tuple[h5py.File, np.ndarray, np.ndarray]:
+        if os.getpid() != self._owner_pid:
+            # a forked worker: the parent's HDF5 handles are not safe to share, so open our own
+            self._open_shards = {}
+            self._owner_pid = os.getpid()
+        if number not in self._open_shards:
+            shard = h5py.File(self.path / SHARD_DIR / self.shard_names[number], "r")
+            self._open_shards[number] = (shard, shard["mel_offsets"][:], shard["token_offsets"][:])
+        return self._open_shards[number]
+
+    def close(self) -> None:
+        for shard, _, _ in self._open_shards.values():
+            shard.close()
+        self._open_shards = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_open_shards"] = {}  # handles never travel between processes
+        return state

@@ -1,0 +1,112 @@
+"""What a feature store holds, as a plain dict (for `--json` and notebooks) and as text; and its verification."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from taco.features.store import FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, read_tsv
+
+
+def summarize(store_dir: str | Path, verify: bool = False) -> dict:
+    """Counts per split, hours, failures by reason, configs and fingerprint of a finished store.
+
+    With `verify`, every shard is read in full and checked against the index; the problems found are
+    listed under "problems" (an empty list means the store is sound).
+    """
+    store = FeatureStore(store_dir)
+    info = store.info
+    seconds_per_frame = info["feature_config"]["hop_length"] / info["feature_config"]["sample_rate"]
+    failures = read_tsv(store.path / FAILURES_FILE)
+    summary = {
+        "store": str(store.path),
+        "fingerprint": store.fingerprint,
+        "format_version": info["format_version"],
+        "utterances": {split: int(np.sum(store.splits == split)) for split in SPLITS},
+        "hours": {split: float(store.n_frames[store.splits == split].sum() * seconds_per_frame / 3600) for split in SPLITS},
+        "frames": {split: int(store.n_frames[store.splits == split].sum()) for split in SPLITS},
+        "tokens": {split: int(store.n_tokens[store.splits == split].sum()) for split in SPLITS},
+        "shards": len(info["shards"]),
+        "failures": [{"id": row["id"], "reason": row["reason"]} for row in failures],
+        # "unreadable audio: Format not recognised." counts as "unreadable audio"
+        "failures_by_reason": dict(Counter(row["reason"].split(":")[0] for row in failures).most_common()),
+        "dropped_characters": info["dropped_characters"],
+        "split": info["split"],
+        "max_seconds": info["max_seconds"],
+        "feature_config": info["feature_config"],
+        "text_config": info["text_config"],
+        "library_versions": info["library_versions"],
+        "created": info["created"],
+    }
+    if verify:
+        summary["problems"] = verify_store(store)
+    return summary
+
+
+def verify_store(store: FeatureStore) -> list[str]:
+    """Read every shard and compare it with the index: ids, lengths, shapes, fingerprint, finite values."""
+    problems = []
+    n_mels = store.feature_config.n_mels
+    n_symbols = len(store.symbols)
+    for name in store.info["shards"]:
+        path = store.path / SHARD_DIR / name
+        # a shard whose utterances all failed holds no index rows
+        number = store.shard_names.index(name) if name in store.shard_names else -1
+        indexed = np.flatnonzero(store.shards == number)
+        try:
+            with h5py.File(path, "r") as shard:
+                problems += _shard_problems(store, name, shard, indexed, n_mels, n_symbols)
+        except OSError as error:
+            problems.append(f"{name}: cannot be read ({error})")
+    return problems
+
+
+def _shard_problems(store, name, shard, indexed, n_mels, n_symbols) -> list[str]:
+    problems = []
+    if shard.attrs["fingerprint"] != store.fingerprint:
+        problems.append(f"{name}: fingerprint {shard.attrs['fingerprint']} differs from the store's {store.fingerprint}")
+    ids = [b.decode("utf-8") for b in shard["ids"][:]]
+    if ids != [store.ids[i] for i in indexed] or list(store.rows[indexed]) != list(range(len(ids))):
+        problems.append(f"{name}: utterance ids differ from the index")
+        return problems
+    mel_offsets, token_offsets = shard["mel_offsets"][:], shard["token_offsets"][:]
+    mels, tokens = shard["mels"][:], shard["tokens"][:]
+    if not np.array_equal(np.diff(mel_offsets), store.n_frames[indexed]):
+        problems.append(f"{name}: mel lengths differ from the index")
+    if not np.array_equal(np.diff(token_offsets), store.n_tokens[indexed]):
+        problems.append(f"{name}: token lengths differ from the index")
+    if mels.shape != (mel_offsets[-1], n_mels):
+        problems.append(f"{name}: mels have shape {mels.shape}, expected ({mel_offsets[-1]}, {n_mels})")
+    if len(tokens) != token_offsets[-1]:
+        problems.append(f"{name}: {len(tokens)} tokens, offsets say {token_offsets[-1]}")
+    if not np.isfinite(mels).all():
+        problems.append(f"{name}: mels hold NaN or infinite values")
+    if len(tokens) and not (0 <= tokens.min() and tokens.max() < n_symbols):
+        problems.append(f"{name}: token ids outside the symbol table of {n_symbols}")
+    return problems
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as the few lines a person wants to read after preprocessing."""
+    lines = [f"store        {summary['store']}  (fingerprint {summary['fingerprint']}, {summary['shards']} shards)"]
+    for split in SPLITS:
+        lines.append(
+            f"{split:<12} {summary['utterances'][split]:>7} utterances  {summary['hours'][split]:8.3f} h  "
+            f"{summary['frames'][split]:>10} frames  {summary['tokens'][split]:>9} tokens"
+        )
+    n_failed = len(summary["failures"])
+    reasons = ", ".join(f"{reason}: {count}" for reason, count in summary["failures_by_reason"].items())
+    lines.append(f"skipped      {n_failed:>7}" + (f"  ({reasons}; see failures.tsv)" if n_failed else ""))
+    if summary["dropped_characters"]:
+        dropped = ", ".join(f"{char!r}: {count}" for char, count in summary["dropped_characters"].items())
+        lines.append(f"dropped text characters  {dropped}")
+    lines.append(f"features     {json.dumps(summary['feature_config'])}")
+    lines.append(f"text         {json.dumps(summary['text_config'])}")
+    if "problems" in summary:
+        lines.append("verify       " + ("ok: every shard matches the index" if not summary["problems"] else f"{len(summary['problems'])} problems"))
+        lines.extend(f"  {problem}" for problem in summary["problems"])
+    return "\n".join(lines)

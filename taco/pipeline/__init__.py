@@ -1,0 +1,1 @@
+"""Stage 2: the feature store -> batches -> Tacotron2 -> checkpoints; synthesis and alignment inspection."""

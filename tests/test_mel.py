@@ -1,0 +1,73 @@
+"""Mel features: the filterbank and the normalized mel match librosa; normalizations invert."""
+
+import librosa
+import numpy as np
+import pytest
+import torch
+
+from taco.features.mel import FeatureConfig, denormalize, mel_filterbank, mel_spectrogram, n_frames, normalize
+
+
+def librosa_mel(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    return librosa.feature.melspectrogram(
+        y=samples, sr=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length,
+        win_length=config.win_length, center=True, pad_mode="reflect", power=1.0,
+        n_mels=config.n_mels, fmin=config.f_min, fmax=config.f_max, htk=False, norm="slaney",
+    )
+
+
+@pytest.mark.parametrize("sample_rate, n_fft, n_mels, f_max", [(22050, 1024, 80, 8000.0), (16000, 512, 40, 7600.0)])
+def test_filterbank_is_librosas_slaney_filterbank(sample_rate, n_fft, n_mels, f_max):
+    ours = mel_filterbank(sample_rate, n_fft, n_mels, 0.0, f_max).numpy()
+    reference = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=f_max, htk=False, norm="slaney")
+    np.testing.assert_allclose(ours, reference, atol=1e-8)
+
+
+@pytest.mark.parametrize("normalization", ["db", "log"])
+def test_normalized_mel_of_real_speech_matches_librosa_within_1e_4(speech, normalization):
+    samples, rate = speech
+    config = FeatureConfig(sample_rate=rate, normalization=normalization)
+    ours = mel_spectrogram(torch.from_numpy(samples), config)
+    reference = normalize(torch.from_numpy(librosa_mel(samples, config)), normalization)
+    assert ours.dtype == torch.float32
+    assert ours.shape == reference.shape == (config.n_mels, n_frames(len(samples), config.hop_length))
+    assert (ours - reference).abs().max().item() < 1e-4
+
+
+def test_db_normalization_maps_minus_100_to_0_db_onto_minus_4_to_4():
+    mel = torch.tensor([1e-7, 1e-5, 1e-2, 1.0, 10.0])
+    assert normalize(mel, "db").tolist() == pytest.approx([-4.0, -4.0, 0.8, 4.0, 4.0])
+
+
+@pytest.mark.parametrize("normalization", ["db", "log"])
+def test_denormalize_inverts_normalize_inside_the_clip_range(normalization):
+    mel = torch.logspace(-4.9, -0.1, 50, dtype=torch.float64)
+    np.testing.assert_allclose(denormalize(normalize(mel, normalization), normalization), mel, rtol=1e-9)
+
+
+def test_log_normalization_is_the_natural_log_clamped_at_1e_5():
+    mel = torch.tensor([0.0, 1e-5, 1.0, 2.0])
+    np.testing.assert_allclose(normalize(mel, "log"), np.log([1e-5, 1e-5, 1.0, 2.0]), rtol=1e-6)
+
+
+def test_batched_input_gives_each_item_its_own_mel(speech):
+    samples = torch.from_numpy(speech[0][:22050])
+    config = FeatureConfig()
+    batch = mel_spectrogram(torch.stack([samples, samples.flip(0)]), config)
+    torch.testing.assert_close(batch[0], mel_spectrogram(samples, config))
+    torch.testing.assert_close(batch[1], mel_spectrogram(samples.flip(0), config))
+
+
+@pytest.mark.parametrize("bad", [
+    {"n_mels": 0}, {"win_length": 2048}, {"f_max": 12000.0}, {"f_min": 9000.0}, {"normalization": "dB"}, {"trim_db": -20.0},
+])
+def test_feature_config_rejects_impossible_settings(bad):
+    with pytest.raises(ValueError):
+        FeatureConfig(**bad)
+
+
+def test_feature_config_round_trips_through_a_plain_dict():
+    config = FeatureConfig(normalization="log", trim_db=40.0)
+    assert FeatureConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown"):
+        FeatureConfig.from_dict(config.to_dict() | {"preemphasis": 0.97})

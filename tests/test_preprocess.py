@@ -1,0 +1,207 @@
+"""The preprocess stage and the store it writes: round trip, resume, refusal, bad input, reader."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from taco.features.audio import load_audio
+from taco.features.mel import FeatureConfig, mel_spectrogram
+from taco.features.preprocess import preprocess
+from taco.features.store import FeatureStore, StoreError
+from taco.features.text import TextConfig, encode
+
+from conftest import add_utterance
+
+
+def run(corpus, store, **options):
+    return preprocess(corpus, store, progress=False, **({"jobs": 1} | options))
+
+
+def test_store_round_trip_gives_back_the_mel_and_tokens_of_each_utterance(make_corpus, tmp_path):
+    corpus = make_corpus(6)
+    summary = run(corpus, tmp_path / "store", shard_size=4, val_count=2)
+
+    store = FeatureStore(tmp_path / "store")
+    assert len(store) == 6 and summary["shards"] == 2
+    assert summary["utterances"] == {"train": 4, "val": 2}
+    lines = (corpus / "metadata.csv").read_text().splitlines()
+    for index, line in enumerate(lines):
+        id_, _, text = line.split("|")
+        tokens, mel = store[store.ids.index(id_)]
+        expected = mel_spectrogram(torch.from_numpy(load_audio(corpus / "wavs" / f"{id_}.flac", 22050)), FeatureConfig())
+        np.testing.assert_array_equal(mel, expected.T.numpy())  # (n_frames, n_mels)
+        assert tokens.tolist() == encode(text, TextConfig()).ids
+    assert store.n_frames.tolist() == [store[i][1].shape[0] for i in range(6)]
+
+
+def test_lengths_and_splits_come_from_the_index_without_opening_a_shard(make_corpus, tmp_path):
+    run(make_corpus(5), tmp_path / "store", val_count=1)
+    store = FeatureStore(tmp_path / "store")
+    assert len(store.split_indices("train")) == 4 and len(store.split_indices("val")) == 1
+    assert (store.n_frames > 100).all() and (store.n_tokens > 10).all()
+    assert store._open_shards == {}
+
+
+def test_reader_pickles_without_open_files_and_reads_in_a_forked_worker(make_corpus, tmp_path):
+    run(make_corpus(3), tmp_path / "store")
+    store = FeatureStore(tmp_path / "store")
+    first = store[0]
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone._open_shards == {}
+    np.testing.assert_array_equal(clone[0][1], first[1])
+    loader = torch.utils.data.DataLoader(store, batch_size=None, num_workers=2, multiprocessing_context="fork")
+    assert [mel.shape[0] for _, mel in loader] == store.n_frames.tolist()
+
+
+def test_mel_statistics_are_the_float64_mean_and_std_of_the_training_frames(make_corpus, tmp_path):
+    run(make_corpus(6), tmp_path / "store", shard_size=2, val_count=2)
+    store = FeatureStore(tmp_path / "store")
+    frames = np.concatenate([store[i][1] for i in store.split_indices("train")]).astype(np.float64)
+    stats = store.info["stats"]
+    assert stats["frames"] == len(frames)
+    np.testing.assert_allclose(stats["mean"], frames.mean(axis=0), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats["std"], frames.std(axis=0), rtol=1e-6, atol=1e-9)
+
+
+def test_store_records_how_it_was_made(make_corpus, tmp_path):
+    run(make_corpus(3), tmp_path / "store", features=FeatureConfig(normalization="log"))
+    info = json.loads((tmp_path / "store" / "store.json").read_text())
+    assert info["complete"] is True and info["format_version"] == 1
+    assert info["feature_config"]["normalization"] == "log"
+    assert info["text_config"] == TextConfig().to_dict()
+    assert info["symbols"][:2] == ["_", "~"]
+    assert info["split"]["method"] == "random" and info["split"]["seed"] == 1234
+    assert {"torch", "numpy", "h5py", "libsndfile", "soxr"} <= set(info["library_versions"])
+
+
+def test_split_can_come_from_train_and_val_metadata_files(make_corpus, tmp_path):
+    corpus = make_corpus(5)
+    lines = (corpus / "metadata.csv").read_text().splitlines()
+    (corpus / "train_metadata.csv").write_text("\n".join(lines[:3]) + "\n")
+    (corpus / "test_metadata.csv").write_text("\n".join(lines[2:]) + "\n")  # line 2 in both
+    summary = run(corpus, tmp_path / "store", train_metadata="train_metadata.csv", val_metadata="test_metadata.csv")
+    assert summary["utterances"] == {"train": 2, "val": 2}
+    assert summary["failures"] == [{"id": lines[2].split("|")[0], "reason": "id in both train and val metadata"}]
+
+
+def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_processed(make_corpus, tmp_path):
+    corpus = make_corpus(3)
+    silence = tmp_path / "silence.wav"
+    soundfile.write(silence, np.zeros(22050, np.float32), 22050)
+    long_clip = tmp_path / "long.wav"
+    soundfile.write(long_clip, np.random.default_rng(0).uniform(-0.5, 0.5, 22050 * 8).astype(np.float32), 22050)
+    add_utterance(corpus, "missing", "no audio file at all", None)
+    add_utterance(corpus, "empty", "a zero byte file", b"")
+    add_utterance(corpus, "corrupt", "random bytes", bytes(range(256)) * 8)
+    add_utterance(corpus, "silent", "digital silence", silence.read_bytes())
+    add_utterance(corpus, "long", "eight seconds of noise", long_clip.read_bytes())
+    add_utterance(corpus, "notext", "   ", silence.read_bytes())
+    add_utterance(corpus, "symbols", "### ...", long_clip.read_bytes())
+    first_clip = (corpus / "wavs" / "ESP001-0001.flac").read_bytes()
+    add_utterance(corpus, "odd_text", "an odd # text @ home \U0001F600", first_clip)
+
+    summary = run(corpus, tmp_path / "store", max_seconds=7.5, shard_size=4)
+
+    assert summary["utterances"]["train"] + summary["utterances"]["val"] == 4
+    reasons = {f["id"]: f["reason"] for f in summary["failures"]}
+    assert reasons == {
+        "missing": "missing audio file",
+        "empty": "empty audio file (0 bytes)",
+        "corrupt": "unreadable audio: Format not recognised.",
+        "silent": "silent audio (peak below -80 dBFS)",
+        "long": "too long: 8.0 s > max_seconds 7.5",
+        "notext": "empty text",
+        "symbols": "no letters in text",
+    }
+    assert summary["dropped_characters"] == {"#": 1, "@": 1, "\U0001F600": 1}
+    failures_tsv = (tmp_path / "store" / "failures.tsv").read_text().splitlines()
+    assert failures_tsv[0] == "id\treason" and len(failures_tsv) == 8
+
+
+def test_rerun_skips_complete_shards_and_finishes_an_interrupted_store(make_corpus, tmp_path):
+    corpus, store_dir = make_corpus(6), tmp_path / "store"
+    run(corpus, store_dir, shard_size=2)
+    reference = [FeatureStore(store_dir)[i][1] for i in range(6)]
+    shards = sorted((store_dir / "shards").glob("*.h5"))
+    # the state a killed run leaves: an unfinished store, a missing shard, a half-written temporary
+    info = json.loads((store_dir / "store.json").read_text())
+    (store_dir / "store.json").write_text(json.dumps(info | {"complete": False}))
+    shards[1].unlink()
+    (store_dir / "shards" / "00002.h5.tmp-99999").write_bytes(b"half a shard")
+    untouched = {p.name: p.stat().st_mtime_ns for p in (shards[0], shards[2])}
+    with pytest.raises(StoreError, match="incomplete store"):
+        FeatureStore(store_dir)
+
+    run(corpus, store_dir, shard_size=2)
+
+    assert {p.name: p.stat().st_mtime_ns for p in (shards[0], shards[2])} == untouched
+    assert sorted(p.name for p in (store_dir / "shards").iterdir()) == ["00000.h5", "00001.h5", "00002.h5"]
+    store = FeatureStore(store_dir)
+    for i in range(6):
+        np.testing.assert_array_equal(store[i][1], reference[i])
+
+
+def test_kill_9_mid_run_leaves_no_shard_taken_for_complete_and_a_rerun_finishes(make_corpus, tmp_path):
+    corpus, store_dir = make_corpus(40), tmp_path / "store"
+    command = [sys.executable, "-m", "taco", "preprocess", str(corpus), str(store_dir), "--shard-size", "1",
+               "--jobs", "1", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(list((store_dir / "shards").glob("*.h5"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    assert not json.loads((store_dir / "store.json").read_text())["complete"], "the run finished before the kill"
+    for shard in (store_dir / "shards").glob("*.h5"):
+        with h5py.File(shard, "r") as complete:
+            assert complete["mel_offsets"][-1] == len(complete["mels"])
+    summary = run(corpus, store_dir, shard_size=1)
+    assert sum(summary["utterances"].values()) == 40
+    assert summary["failures"] == [] and not list((store_dir / "shards").glob("*.tmp-*"))
+
+
+def test_a_different_configuration_is_refused_unless_overwrite(make_corpus, tmp_path):
+    corpus, store_dir = make_corpus(2), tmp_path / "store"
+    run(corpus, store_dir)
+    with pytest.raises(StoreError, match="another configuration.*--overwrite"):
+        run(corpus, store_dir, features=FeatureConfig(n_mels=40))
+    assert FeatureStore(store_dir).feature_config.n_mels == 80
+
+    run(corpus, store_dir, features=FeatureConfig(n_mels=40), overwrite=True)
+    assert FeatureStore(store_dir)[0][1].shape[1] == 40
+
+
+def test_a_folder_that_is_not_a_store_is_never_written_into(make_corpus, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(StoreError, match="not a taco feature store"):
+        run(make_corpus(1), precious, overwrite=True)
+    assert os.listdir(precious) == ["thesis.tex"]
+
+
+def test_two_loky_workers_give_the_same_store_as_one_process(make_corpus, tmp_path):
+    corpus = make_corpus(8)
+    run(corpus, tmp_path / "serial", shard_size=2)
+    run(corpus, tmp_path / "parallel", shard_size=2, jobs=2, backend="loky")
+    serial, parallel = FeatureStore(tmp_path / "serial"), FeatureStore(tmp_path / "parallel")
+    assert serial.ids == parallel.ids and serial.fingerprint == parallel.fingerprint
+    for i in range(8):
+        np.testing.assert_array_equal(serial[i][1], parallel[i][1])
+
+
+def test_worker_sets_one_torch_thread_and_restores_the_callers_count(make_corpus, tmp_path):
+    torch.set_num_threads(2)
+    run(make_corpus(1), tmp_path / "store")
+    assert torch.get_num_threads() == 2

@@ -1,0 +1,410 @@
+"""Specification of the text front end: cleaning, number reading, symbols, encode/decode."""
+
+import string
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taco.features.text import (
+    EOS_ID,
+    PAD_ID,
+    SYMBOL_TABLES,
+    Encoded,
+    TextConfig,
+    clean_text,
+    decode,
+    encode,
+    symbols,
+)
+
+# Text that hits the number, currency and time rules far more often than random unicode.
+NUMBERISH_TEXT = st.text(alphabet=st.sampled_from(list("0123456789$£€%:.,-&' amprdsth")))
+ANY_TEXT = st.one_of(st.text(), NUMBERISH_TEXT)
+
+
+# ------------------------------------------------------------------- english cleaners
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Mr. Smith", "mister smith"),
+        ("MRS. Smith", "misess smith"),
+        ("Dr. Who", "doctor who"),
+        ("St. Louis", "saint louis"),
+        ("Smith & Co.", "smith and company"),
+        ("Jr.", "junior"),
+        ("Maj. Tom", "major tom"),
+        ("Gen. Lee", "general lee"),
+        ("Drs. Kim and Lee", "doctors kim and lee"),
+        ("Rev. King", "reverend king"),
+        ("Lt. Dan", "lieutenant dan"),
+        ("Hon. member", "honorable member"),
+        ("Sgt. Pepper", "sergeant pepper"),
+        ("Capt. Hook", "captain hook"),
+        ("John Doe, Esq.", "john doe, esquire"),
+        ("Acme Ltd.", "acme limited"),
+        ("Col. Mustard", "colonel mustard"),
+        ("Ft. Worth", "fort worth"),
+    ],
+)
+def test_abbreviations_with_a_period_are_expanded_in_any_case(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("mr smith", "mr smith"),  # without the period it is just a word
+        ("almost.", "almost."),  # "st." inside a word is not "saint"
+    ],
+)
+def test_abbreviations_need_their_period_and_a_word_boundary(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0", "zero"),
+        ("7", "seven"),
+        ("13", "thirteen"),
+        ("42", "forty-two"),
+        ("100", "one hundred"),
+        ("101", "one hundred one"),
+        ("1000000", "one million"),
+        ("1,234", "one thousand two hundred thirty-four"),
+        ("1,000,001", "one million one"),
+        ("999,999,999,999", "nine hundred ninety-nine billion nine hundred ninety-nine million "
+         "nine hundred ninety-nine thousand nine hundred ninety-nine"),
+        ("3000000000000", "three trillion"),
+        ("-5", "minus five"),
+        ("it was -5 today", "it was minus five today"),
+        ("007", "zero zero seven"),  # a leading zero marks a code, read digit by digit
+        ("1234567890123456", "one two three four five six seven eight nine zero one two three "
+         "four five six"),  # longer than 15 digits: read digit by digit
+        ("1,2,3", "one,two,three"),  # commas not grouping three digits are punctuation
+    ],
+)
+def test_cardinals_are_spelled_out(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1990-1995", "nineteen ninety-nineteen ninety-five"),
+        ("covid-19", "covid-nineteen"),
+    ],
+)
+def test_a_hyphen_after_a_word_or_number_is_not_a_minus_sign(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1st", "first"),
+        ("2nd", "second"),
+        ("3rd", "third"),
+        ("11th", "eleventh"),
+        ("12th", "twelfth"),
+        ("20th", "twentieth"),
+        ("22nd", "twenty-second"),
+        ("103rd", "one hundred third"),
+        ("1000th", "one thousandth"),
+        ("the 1ST of May", "the first of may"),
+    ],
+)
+def test_ordinals_are_spelled_out(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1984", "nineteen eighty-four"),
+        ("2000", "two thousand"),
+        ("2005", "two thousand five"),
+        ("1900", "nineteen hundred"),
+        ("1906", "nineteen oh six"),
+        ("1100", "eleven hundred"),
+        ("2010", "twenty ten"),
+        ("2099", "twenty ninety-nine"),
+        ("in 1963.", "in nineteen sixty-three."),
+        ("1099", "one thousand ninety-nine"),  # below the year range
+        ("2100", "two thousand one hundred"),  # above the year range
+        ("19840", "nineteen thousand eight hundred forty"),  # followed by more digits
+        ("1,984", "one thousand nine hundred eighty-four"),  # grouped: a quantity
+    ],
+)
+def test_standalone_four_digit_numbers_in_range_are_read_as_years(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("3.14", "three point one four"),
+        ("0.5", "zero point five"),
+        ("0.05", "zero point zero five"),
+        ("1,234.5", "one thousand two hundred thirty-four point five"),
+        ("-2.5", "minus two point five"),
+        ("1984.5", "one thousand nine hundred eighty-four point five"),  # not a year
+    ],
+)
+def test_decimals_read_the_fraction_digit_by_digit(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("$5", "five dollars"),
+        ("$1", "one dollar"),
+        ("$3.50", "three dollars, fifty cents"),
+        ("$3.5", "three dollars, fifty cents"),
+        ("$0.01", "one cent"),
+        ("$0.00", "zero dollars"),
+        ("$1.01", "one dollar, one cent"),
+        ("$1,000", "one thousand dollars"),
+        ("$1984", "one thousand nine hundred eighty-four dollars"),  # not a year
+        ("$2.5 million", "two point five million dollars"),
+        ("-$5", "minus five dollars"),
+        ("£2", "two pounds"),
+        ("£1", "one pound"),
+        ("£1.20", "one pound, twenty pence"),
+        ("£0.01", "one penny"),
+        ("€10", "ten euros"),
+        ("€1", "one euro"),
+        ("€2.50", "two euros, fifty cents"),
+    ],
+)
+def test_currency_is_read_with_units_and_subunits(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("50%", "fifty percent"),
+        ("2.5%", "two point five percent"),
+        ("2000%", "two thousand percent"),
+        ("1984 %", "one thousand nine hundred eighty-four percent"),  # not a year
+    ],
+)
+def test_percentages_are_spelled_out(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("10:30", "ten thirty"),
+        ("9:05", "nine oh five"),
+        ("12:00", "twelve o'clock"),
+        ("23:45", "twenty-three forty-five"),
+        # am/pm is kept and spelled as two letters; "o'clock" is not said before it
+        ("10:30 am", "ten thirty a m"),
+        ("10:30PM", "ten thirty p m"),
+        ("at 9:05 a.m. sharp", "at nine oh five a m sharp"),
+        ("12:00 pm", "twelve p m"),
+        ("10:30 amazing", "ten thirty amazing"),  # "am" must be a word of its own
+        ("25:61", "twenty-five:sixty-one"),  # not a clock time
+    ],
+)
+def test_times_are_read_as_clock_times(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("salt & pepper", "salt and pepper"),
+        ("AT&T", "at and t"),
+    ],
+)
+def test_ampersand_becomes_and(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("  Hello \t World\n\nagain  ", "hello world again"),
+        ("a\u00a0b", "a b"),  # no-break space
+        ("", ""),
+        (" \n\t ", ""),
+    ],
+)
+def test_whitespace_is_collapsed_and_stripped(text, expected):
+    assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("café", "cafe"),
+        ("naïve", "naive"),
+        ("Ångström", "angstrom"),
+        ("“quoted”", '"quoted"'),
+        ("it’s", "it's"),
+        ("wait…", "wait..."),
+        ("yes—no", "yes-no"),
+        ("１２", "twelve"),  # full-width digits become digits before numbers are read
+        ("emoji 😀 and 中文", "emoji 😀 and 中文"),  # no ASCII form: encode drops them
+    ],
+)
+def test_english_transliterates_to_ascii(text, expected):
+    assert clean_text(text) == expected
+
+
+@given(ANY_TEXT)
+def test_english_output_has_no_digits_and_no_stray_whitespace(text):
+    cleaned = clean_text(text)
+    assert not any(char in string.digits for char in cleaned)
+    assert cleaned == cleaned.strip()
+    assert "  " not in cleaned
+
+
+# --------------------------------------------------------------------- basic cleaners
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("  Hello\tWORLD  ", "hello world"),
+        ("Mr. 42 café", "mr. 42 café"),  # no expansion, no transliteration
+    ],
+)
+def test_basic_only_lowercases_and_collapses_whitespace(text, expected):
+    assert clean_text(text, cleaners="basic") == expected
+
+
+def test_unknown_cleaners_are_rejected_naming_the_choices():
+    with pytest.raises(ValueError, match="basic.*english"):
+        clean_text("hi", cleaners="klingon")
+
+
+# ---------------------------------------------------------------------- symbol table
+
+
+def test_version_1_table_is_frozen():
+    assert symbols(1) == ["_", "~", *"!'(),-.:;?\" ", *"abcdefghijklmnopqrstuvwxyz"]
+
+
+def test_version_1_table_starts_with_pad_and_eos_and_has_no_duplicates():
+    table = symbols(1)
+    assert table[PAD_ID] == "_"
+    assert table[EOS_ID] == "~"
+    assert len(set(table)) == len(table)
+
+
+def test_published_tables_are_tuples():
+    assert all(isinstance(table, tuple) for table in SYMBOL_TABLES.values())
+
+
+def test_unknown_symbols_version_is_rejected():
+    with pytest.raises(ValueError, match="known versions"):
+        symbols(99)
+
+
+# ------------------------------------------------------------------ encode and decode
+
+
+def test_encode_maps_cleaned_characters_to_ids_and_appends_eos():
+    table = symbols(1)
+    encoded = encode("Hi, Dr. 2!")
+    assert encoded.cleaned == "hi, doctor two!"
+    assert encoded.ids == [table.index(char) for char in "hi, doctor two!"] + [EOS_ID]
+    assert encoded.dropped == {}
+
+
+def test_encode_without_eos():
+    table = symbols(1)
+    assert encode("ab", TextConfig(add_eos=False)).ids == [table.index("a"), table.index("b")]
+
+
+def test_encode_of_empty_text_is_just_eos():
+    assert encode("") == Encoded(ids=[EOS_ID], cleaned="", dropped={})
+
+
+@pytest.mark.parametrize(
+    "text, cleaners, dropped",
+    [
+        ("a#b#c@d", "english", {"#": 2, "@": 1}),
+        ("hi 😀😀", "english", {"😀": 2}),
+        ("中文 ok", "english", {"中": 1, "文": 1}),
+        ("room 42", "basic", {"4": 1, "2": 1}),  # basic leaves digits, which have no symbol
+        ("snake_case ~tilde", "english", {"_": 1, "~": 1}),  # never read as pad or eos
+    ],
+)
+def test_encode_drops_characters_without_a_symbol_and_counts_them(text, cleaners, dropped):
+    encoded = encode(text, TextConfig(cleaners=cleaners))
+    assert encoded.dropped == dropped
+    assert PAD_ID not in encoded.ids
+    assert encoded.ids.count(EOS_ID) == 1
+
+
+@given(ANY_TEXT, st.sampled_from(["english", "basic"]), st.booleans())
+def test_encode_never_raises_and_returns_ids_in_range(text, cleaners, add_eos):
+    ids = encode(text, TextConfig(cleaners=cleaners, add_eos=add_eos)).ids
+    assert all(isinstance(i, int) and 0 <= i < len(symbols(1)) for i in ids)
+    assert (ids[-1:] == [EOS_ID]) == add_eos
+
+
+@given(ANY_TEXT)
+def test_decode_of_encode_is_the_cleaned_text_without_dropped_characters(text):
+    encoded = encode(text)
+    kept = "".join(char for char in encoded.cleaned if char not in encoded.dropped)
+    assert decode(encoded.ids) == kept
+
+
+def test_decode_omits_pad_and_eos_and_accepts_any_integer_sequence():
+    a, b = symbols(1).index("a"), symbols(1).index("b")
+    assert decode([a, PAD_ID, b, EOS_ID, PAD_ID]) == "ab"
+    assert decode(np.array([a, b, EOS_ID])) == "ab"  # a tensor row works the same way
+
+
+def test_decode_rejects_ids_outside_the_table():
+    with pytest.raises(ValueError, match="outside"):
+        decode([len(symbols(1))])
+
+
+# ------------------------------------------------------------------------ TextConfig
+
+
+@given(
+    st.builds(
+        TextConfig,
+        cleaners=st.sampled_from(["english", "basic"]),
+        symbols_version=st.sampled_from(sorted(SYMBOL_TABLES)),
+        add_eos=st.booleans(),
+    )
+)
+def test_config_round_trips_through_a_plain_dict(config):
+    as_dict = config.to_dict()
+    assert set(as_dict) == {"cleaners", "symbols_version", "add_eos"}
+    assert TextConfig.from_dict(as_dict) == config
+
+
+def test_config_from_dict_rejects_unknown_keys_naming_them():
+    with pytest.raises(ValueError, match="colour"):
+        TextConfig.from_dict({"cleaners": "english", "colour": "blue"})
+
+
+def test_config_rejects_unknown_cleaners_naming_the_choices():
+    with pytest.raises(ValueError, match="basic.*english"):
+        TextConfig(cleaners="klingon")
+
+
+def test_config_rejects_unknown_symbols_version():
+    with pytest.raises(ValueError, match="symbols_version"):
+        TextConfig(symbols_version=2)
+
+
+def test_config_rejects_a_non_bool_add_eos():
+    with pytest.raises(TypeError, match="add_eos"):
+        TextConfig(add_eos="false")
