@@ -191,10 +191,11 @@ def test_a_folder_that_is_not_a_store_is_never_written_into(make_corpus, tmp_pat
     assert os.listdir(precious) == ["thesis.tex"]
 
 
-def test_two_loky_workers_give_the_same_store_as_one_process(make_corpus, tmp_path):
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading"])
+def test_any_joblib_backend_gives_the_same_store_as_one_process(make_corpus, tmp_path, backend):
     corpus = make_corpus(8)
     run(corpus, tmp_path / "serial", shard_size=2)
-    run(corpus, tmp_path / "parallel", shard_size=2, jobs=2, backend="loky")
+    run(corpus, tmp_path / "parallel", shard_size=2, jobs=2, backend=backend)
     serial, parallel = FeatureStore(tmp_path / "serial"), FeatureStore(tmp_path / "parallel")
     assert serial.ids == parallel.ids and serial.fingerprint == parallel.fingerprint
     for i in range(8):

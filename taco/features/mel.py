@@ -11,6 +11,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 NORMALIZATIONS = ("db", "log")
@@ -116,9 +117,8 @@ def hann_window(win_length: int, dtype: torch.dtype = torch.float32) -> torch.Te
     return torch.hann_window(win_length, periodic=True, dtype=torch.float64).to(dtype)
 
 
-def magnitude_stft(wave: torch.Tensor, config: FeatureConfig, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """(..., samples) -> (..., n_fft // 2 + 1, frames) magnitude, computed in the dtype of `wave`,
-    returned in `dtype` (default: the same).
+def magnitude_stft(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """(..., samples) -> (..., n_fft // 2 + 1, frames) magnitude, in the real dtype matching `wave`.
 
     Frames are centred with reflect padding, as librosa's and NVIDIA/tacotron2's.
     """
@@ -132,10 +132,10 @@ def magnitude_stft(wave: torch.Tensor, config: FeatureConfig, dtype: torch.dtype
         pad_mode="reflect",
         return_complex=True,
     )
-    if dtype is not None:
-        # before abs(): abs() of complex64 takes half the time of complex128, and rounding each
-        # bin on its own keeps its relative precision (the FFT's sums are where float32 loses it)
-        spectrum = spectrum.to(torch.complex64 if dtype == torch.float32 else torch.complex128)
+    if spectrum.device.type == "cpu":
+        # torch's complex abs() on CPU takes 9x numpy's (1.5 ms vs 0.17 ms on a 4 s clip, torch 2.13), a third
+        # of all preprocessing time; the tensor and the array share memory, so this copies nothing extra
+        return torch.from_numpy(np.abs(spectrum.numpy()))
     return spectrum.abs()
 
 
@@ -146,7 +146,7 @@ def mel_spectrogram(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     2e-4 in the log-mel of quiet bins (measured against librosa on espeak speech); float64 keeps it at 1e-6.
     """
     filters = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
-    magnitude = magnitude_stft(wave.to(torch.float64), config, dtype=torch.float32)
+    magnitude = magnitude_stft(wave.to(torch.float64), config).to(torch.float32)
     # (n_mels, n_freqs) @ (..., n_freqs, frames) -> (..., n_mels, frames)
     mel = filters.to(wave.device) @ magnitude
     return normalize(mel, config.normalization)

@@ -135,7 +135,9 @@ def preprocess(
         desc="preprocess",
         disable=not progress,
     ) as bar:
-        results = joblib.Parallel(n_jobs=jobs, backend=backend, return_as="generator_unordered")(
+        # results stream in as shards finish, except on joblib's multiprocessing backend, which cannot stream
+        return_as = "list" if backend == "multiprocessing" else "generator_unordered"
+        results = joblib.Parallel(n_jobs=jobs, backend=backend, return_as=return_as)(
             joblib.delayed(process_shard)(task, store_dir / SHARD_DIR, features, text, store_fingerprint, max_seconds)
             for task in pending
         )
