@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -13,9 +14,12 @@ from taco.features.preprocess import DEFAULT_MAX_SECONDS, DEFAULT_SHARD_SIZE, pr
 from taco.features.store import StoreError
 from taco.features.summary import format_summary, summarize
 from taco.features.text import CLEANERS, TextConfig
+from taco.pipeline.checkpoint import CheckpointError
+from taco.pipeline.presets import TRAINING_PRESETS, load_config
+from taco.pipeline.train import TrainingError, train
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
-USER_ERRORS = (StoreError, CorpusError, ValueError)
+USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, ValueError)
 _defaults = FeatureConfig()
 
 
@@ -26,6 +30,7 @@ def main():
     \b
     taco preprocess   corpus (LJSpeech layout) -> feature store
     taco store-info   what a feature store holds; --verify checks every shard
+    taco train        feature store -> Tacotron2 checkpoints, logs and alignment plots
     """
 
 
@@ -119,3 +124,40 @@ def store_info_command(store_dir, verify, as_json):
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
     if summary.get("problems"):
         sys.exit(1)
+
+
+@main.command("train")
+@click.argument("store_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--config", "config_spec", default=None,
+              help=f"A preset ({', '.join(TRAINING_PRESETS)}; default tiny) or a JSON file: "
+                   '{"preset": "tiny", "model": {...}, "training": {...}} overriding any field.')
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (default: the config's).")
+@click.option("--batch-frames", type=click.IntRange(min=1), default=None, help="Padded mel frames per batch (default: the config's).")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its latest checkpoint, exactly where it stopped.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available). Under torchrun each rank takes its own GPU.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resume, device, quiet):
+    """Train Tacotron2 on the feature store in STORE_DIR, writing checkpoints, TensorBoard logs, alignment
+    plots and Griffin-Lim samples into RUN_DIR.
+
+    \b
+    Multi-GPU (or multi-process on CPU, with gloo):
+      torchrun --nproc_per_node 4 -m taco train STORE_DIR RUN_DIR --config base
+    Ctrl-C (or SIGTERM) stops after the current step and writes a checkpoint; --resume continues.
+    """
+    try:
+        if resume:
+            if config_spec is not None or batch_frames is not None:
+                raise click.UsageError("a resumed run keeps its configuration: drop --config and --batch-frames")
+            configs = (None, None)
+        else:
+            model_config, train_config = load_config(config_spec or "tiny")
+            if batch_frames:
+                train_config = dataclasses.replace(train_config, batch_frames=batch_frames, batch_size=None)
+            configs = (model_config, train_config)
+        summary = train(store_dir, run_dir, *configs, resume=resume, max_steps=max_steps, device=device,
+                        progress=not quiet)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(json.dumps(summary, indent=2))

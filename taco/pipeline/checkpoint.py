@@ -1,0 +1,82 @@
+"""Checkpoints: one self-contained file per save, loadable with `torch.load(weights_only=True)`.
+
+A checkpoint holds everything needed to use it alone (weights, model/feature/text configs, the symbol
+table) and everything needed to resume exactly (optimizer, scheduler, grad scaler, sampler position,
+RNG states). Configs go in as plain dicts and lists, never pickled objects, so loading runs no code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+CHECKPOINT_FORMAT = 1
+_STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
+BEST_FILE = "best.pt"
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used as asked; str() is a one-line explanation."""
+
+
+def step_file(step: int) -> str:
+    return f"step_{step:08d}.pt"
+
+
+def save_checkpoint(path: Path, checkpoint: dict) -> None:
+    """Write atomically: a temporary file, fsync, rename. A killed save leaves the previous files intact."""
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as file:
+        torch.save({"checkpoint_format": CHECKPOINT_FORMAT} | checkpoint, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint without unpickling code (weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path}: not a readable taco checkpoint ({type(error).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("checkpoint_format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a taco checkpoint of format {CHECKPOINT_FORMAT}")
+    return checkpoint
+
+
+def step_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """The step checkpoints in a folder, oldest first."""
+    if not checkpoint_dir.is_dir():
+        return []
+    return sorted(path for path in checkpoint_dir.iterdir() if _STEP_FILE.match(path.name))
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    checkpoints = step_checkpoints(checkpoint_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def prune_checkpoints(checkpoint_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step checkpoints (best.pt is separate and stays)."""
+    for path in step_checkpoints(checkpoint_dir)[:-keep_last]:
+        path.unlink()
+
+
+def rng_states() -> dict:
+    """The random states that training consumes: torch CPU and, where present, every CUDA device."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,86 @@
+"""Tacotron2 training losses, each term masked so that padding never counts.
+
+- mel and postnet: MSE between predicted and target mels over the real frames (Tacotron2 paper);
+- gate: binary cross-entropy of the stop logit per decoder step, with a positive weight because the
+  stop step is one step in hundreds (ESPnet's bce_pos_weight);
+- guided attention (Tachibana et al. 2017, "Efficiently trainable text-to-speech ..."): penalizes
+  attention far from the diagonal, which makes alignment appear in far fewer steps.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from taco.pipeline.model import mask_from_lens
+
+
+class LossTerms(NamedTuple):
+    total: torch.Tensor
+    mel: torch.Tensor
+    postnet: torch.Tensor
+    gate: torch.Tensor
+    guided_attention: torch.Tensor
+
+
+def decoder_step_lens(mel_lens: torch.Tensor, reduction_factor: int) -> torch.Tensor:
+    """Decoder steps that hold real frames: ceil(mel_lens / r)."""
+    return torch.div(mel_lens + reduction_factor - 1, reduction_factor, rounding_mode="floor")
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the real frames of (B, T, n_mels) tensors."""
+    mask = frame_mask[:, :, None].to(prediction.dtype)  # (B, T) -> (B, T, 1)
+    squared = (prediction - target).pow(2) * mask
+    return squared.sum() / (mask.sum() * prediction.shape[-1])
+
+
+def guided_attention_weights(step_lens: torch.Tensor, token_lens: torch.Tensor, max_steps: int, max_tokens: int,
+                             sigma: float) -> torch.Tensor:
+    """(B, max_steps, max_tokens) penalty 1 - exp(-(n/N - t/T)^2 / (2 sigma^2)), zero outside each item."""
+    steps = torch.arange(max_steps, device=step_lens.device, dtype=torch.float32)[None, :, None]
+    tokens = torch.arange(max_tokens, device=step_lens.device, dtype=torch.float32)[None, None, :]
+    # (B, 1, 1) lengths broadcast against (1, N, 1) steps and (1, 1, T) tokens -> (B, N, T)
+    n_over_N = steps / step_lens[:, None, None].float()
+    t_over_T = tokens / token_lens[:, None, None].float()
+    weights = 1.0 - torch.exp(-((n_over_N - t_over_T) ** 2) / (2 * sigma**2))
+    inside = mask_from_lens(step_lens, max_steps)[:, :, None] & mask_from_lens(token_lens, max_tokens)[:, None, :]
+    return weights * inside
+
+
+def tacotron2_loss(
+    output,
+    batch: dict[str, torch.Tensor],
+    reduction_factor: int,
+    gate_pos_weight: float,
+    guided_attention_weight: float,
+    guided_attention_sigma: float,
+) -> LossTerms:
+    """All loss terms of one batch. `output` is a Tacotron2Output; `batch` comes from `collate`.
+
+    The guided attention term enters `total` multiplied by `guided_attention_weight` (the caller decays
+    it over training); it is reported unweighted so that logs stay comparable as the weight changes.
+    """
+    targets, mel_lens, token_lens = batch["mels"], batch["mel_lens"], batch["token_lens"]
+    frame_mask = mask_from_lens(mel_lens, targets.shape[1])
+    mel = masked_mse(output.mels, targets, frame_mask)
+    postnet = masked_mse(output.mels_postnet, targets, frame_mask)
+
+    step_lens = decoder_step_lens(mel_lens, reduction_factor)
+    step_mask = mask_from_lens(step_lens, output.gate_logits.shape[1])
+    gate_losses = F.binary_cross_entropy_with_logits(
+        output.gate_logits,
+        batch["gate_targets"],
+        pos_weight=output.gate_logits.new_tensor(gate_pos_weight),
+        reduction="none",
+    )
+    gate = (gate_losses * step_mask).sum() / step_mask.sum()
+
+    _, max_steps, max_tokens = output.alignments.shape
+    penalty = guided_attention_weights(step_lens, token_lens, max_steps, max_tokens, guided_attention_sigma)
+    guided = (output.alignments * penalty).sum() / step_mask.sum()
+
+    total = mel + postnet + gate + guided_attention_weight * guided
+    return LossTerms(total, mel, postnet, gate, guided)

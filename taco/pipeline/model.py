@@ -1,0 +1,555 @@
+"""Tacotron2: token IDs -> mel frames, with location-sensitive attention.
+
+    tokens ─> Encoder ─> memory (B, T_text, encoder_dim)
+    Decoder, one step at a time: prenet(previous frame) ─> attention LSTM ─> LocationSensitiveAttention
+             over the memory ─> decoder LSTM ─> r frames + one stop (gate) logit
+    mels ─> Postnet ─> residual added: mels_postnet
+
+The model is pure: it takes a ModelConfig, imports only torch, never moves a tensor to a device,
+never prints and never parses a batch. Decoder state is an explicit DecoderState passed from step
+to step, never attributes on `self`. Padding is kept out everywhere it could leak into valid
+positions (masked convolutions, packed LSTM, masked attention), so an utterance's output does not
+depend on what else shares its batch.
+
+Sizes come from the Tacotron2 paper (Shen et al. 2018, "Natural TTS Synthesis by Conditioning
+WaveNet on Mel Spectrogram Predictions") and NVIDIA/tacotron2's hparams.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+# ----------------------------------------------------------------------------- config
+
+_POSITIVE_INTS = (
+    "n_symbols", "n_mels", "reduction_factor", "embedding_dim", "encoder_conv_layers",
+    "encoder_conv_channels", "encoder_kernel_size", "encoder_lstm_dim", "attention_rnn_dim",
+    "attention_dim", "location_filters", "location_kernel_size", "decoder_rnn_dim",
+    "postnet_layers", "postnet_channels", "postnet_kernel_size", "max_decoder_steps",
+)
+# "same" padding (kernel // 2 on each side) keeps the length only for odd kernels
+_ODD_KERNELS = ("encoder_kernel_size", "location_kernel_size", "postnet_kernel_size")
+_PROBABILITIES = ("prenet_dropout", "conv_dropout", "attention_dropout", "decoder_dropout", "zoneout")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every size of the network. Defaults: Tacotron2 paper and NVIDIA/tacotron2 hparams ("base")."""
+
+    n_symbols: int = 40  # taco's symbol table v1 has 40; training sets it from the store (NVIDIA's has 148)
+    n_mels: int = 80  # training sets it from the store's feature config; NVIDIA n_mel_channels
+    reduction_factor: int = 1  # frames per decoder step (r); paper and NVIDIA: 1; r>1 (Tacotron 1, Coqui) aligns faster
+    embedding_dim: int = 512  # paper section 2.3; NVIDIA symbols_embedding_dim
+    encoder_conv_layers: int = 3  # paper: 3 conv layers; NVIDIA encoder_n_convolutions
+    encoder_conv_channels: int = 512  # paper: 512 filters; NVIDIA encoder_embedding_dim
+    encoder_kernel_size: int = 5  # paper: 5x1 kernels
+    encoder_lstm_dim: int = 256  # per direction, paper: 256 each way; encoder output = 2 * this
+    attention_rnn_dim: int = 1024  # NVIDIA attention_rnn_dim (paper: 2 decoder LSTM layers of 1024)
+    attention_dim: int = 128  # paper: 128-dimensional hidden attention representation
+    location_filters: int = 32  # paper: 32 location filters
+    location_kernel_size: int = 31  # paper: length 31
+    prenet_dims: tuple[int, ...] = (256, 256)  # paper: 2 fully connected layers of 256 ReLU units
+    prenet_dropout: float = 0.5  # paper: 0.5, kept on at inference too for output variation
+    decoder_rnn_dim: int = 1024  # paper: 1024 units; NVIDIA decoder_rnn_dim
+    postnet_layers: int = 5  # paper: 5 conv layers
+    postnet_channels: int = 512  # paper: 512 filters; NVIDIA postnet_embedding_dim
+    postnet_kernel_size: int = 5  # paper: 5x1 kernels
+    conv_dropout: float = 0.5  # encoder convs and postnet; paper and NVIDIA: 0.5
+    attention_dropout: float = 0.1  # on the attention RNN's hidden state; NVIDIA p_attention_dropout
+    decoder_dropout: float = 0.1  # on the decoder RNN's hidden state; NVIDIA p_decoder_dropout
+    zoneout: float = 0.0  # >0: zoneout on both decoder LSTM cells instead of the two dropouts above (paper: 0.1)
+    gate_threshold: float = 0.5  # stop when sigmoid(gate) exceeds it; paper and NVIDIA: 0.5
+    max_decoder_steps: int = 1000  # NVIDIA: 1000 (x r frames; 11.6 s at hop 256 / 22.05 kHz with r=1)
+
+    def __post_init__(self):
+        # accept any sequence (a JSON list, say) and store a tuple, so the config stays hashable
+        object.__setattr__(self, "prenet_dims", tuple(self.prenet_dims))
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        for name in _ODD_KERNELS:
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(f"ModelConfig.{name} must be odd to keep lengths, got {getattr(self, name)}")
+        if not self.prenet_dims or not all(
+            isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in self.prenet_dims
+        ):
+            raise ValueError(f"ModelConfig.prenet_dims must be one or more positive integers, got {self.prenet_dims!r}")
+        for name in _PROBABILITIES:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ValueError(f"ModelConfig.{name} must be a probability in [0, 1), got {value!r}")
+        if self.zoneout > 0 and (self.attention_dropout > 0 or self.decoder_dropout > 0):
+            raise ValueError(
+                "ModelConfig.zoneout replaces attention_dropout and decoder_dropout: set both to 0 when "
+                f"zoneout > 0 (got zoneout={self.zoneout}, attention_dropout={self.attention_dropout}, "
+                f"decoder_dropout={self.decoder_dropout})"
+            )
+        if not 0 < self.gate_threshold < 1:
+            raise ValueError(f"ModelConfig.gate_threshold must be in (0, 1), got {self.gate_threshold!r}")
+
+    @property
+    def encoder_dim(self) -> int:
+        """Width of the encoder output (the attention memory): both LSTM directions."""
+        return 2 * self.encoder_lstm_dim
+
+    def to_dict(self) -> dict:
+        values = dataclasses.asdict(self)
+        values["prenet_dims"] = list(self.prenet_dims)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return cls(**values)  # __post_init__ turns prenet_dims into a tuple
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # the paper / NVIDIA network: ~28M parameters
+    "base": ModelConfig(),
+    # Small enough to learn an alignment on a 2-core CPU in minutes on ~14 minutes of espeak speech
+    # (~1.9M parameters with 40 symbols and 80 mels). Every width is a quarter to half of base;
+    # the dropouts stay as in the paper because prenet dropout is what makes attention usable at
+    # inference. r=2 halves the decoder steps (the cost on a CPU is the sequential loop) and makes
+    # each step move further along the text, which Tacotron 1 reports speeds up alignment.
+    "tiny": ModelConfig(
+        reduction_factor=2,
+        embedding_dim=128,
+        encoder_conv_channels=128,
+        encoder_lstm_dim=64,
+        attention_rnn_dim=256,
+        attention_dim=64,
+        location_filters=16,
+        location_kernel_size=15,
+        prenet_dims=(128, 128),
+        decoder_rnn_dim=256,
+        postnet_layers=3,
+        postnet_channels=128,
+        # 500 steps x 2 frames = 1000 frames = 11.6 s, twice the longest bundled espeak utterance (6 s)
+        max_decoder_steps=500,
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- outputs and state
+
+
+class Tacotron2Output(NamedTuple):
+    """Teacher-forced outputs. Frames beyond an item's mel_lens are zero; gate logits beyond them are
+    not meaningful (the loss masks them); alignment rows beyond its last decoder step are zero."""
+
+    mels: Tensor  # (B, T_mel, n_mels) decoder output before the postnet
+    mels_postnet: Tensor  # (B, T_mel, n_mels) after the residual postnet
+    gate_logits: Tensor  # (B, T_dec) one stop logit per decoder step, T_dec = T_mel // r
+    alignments: Tensor  # (B, T_dec, T_text) attention weights per decoder step
+
+
+class Inference(NamedTuple):
+    mels: Tensor  # (B, T_max, n_mels) postnet mels, zero beyond each item's length
+    mel_lens: Tensor  # (B,) long, frames (a multiple of r)
+    alignments: Tensor  # (B, T_dec_max, T_text), zero beyond each item's last step
+    hit_step_limit: Tensor  # (B,) bool: the item never fired its gate and was cut at max_decoder_steps
+
+
+class DecoderState(NamedTuple):
+    """Everything one decoder step hands to the next."""
+
+    attention_hidden: Tensor  # (B, attention_rnn_dim)
+    attention_cell: Tensor  # (B, attention_rnn_dim)
+    decoder_hidden: Tensor  # (B, decoder_rnn_dim)
+    decoder_cell: Tensor  # (B, decoder_rnn_dim)
+    attention_weights: Tensor  # (B, T_text) this step's alignment
+    attention_weights_cum: Tensor  # (B, T_text) sum of all alignments so far
+    attention_context: Tensor  # (B, encoder_dim) attention-weighted sum of the memory
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def mask_from_lens(lens: Tensor, max_len: int) -> Tensor:
+    """(B,) lengths -> (B, max_len) bool mask, True at valid positions."""
+    # (1, max_len) < (B, 1) -> (B, max_len)
+    return torch.arange(max_len, device=lens.device)[None, :] < lens[:, None]
+
+
+def _xavier(layer: nn.Linear | nn.Conv1d, nonlinearity: str = "linear") -> nn.Linear | nn.Conv1d:
+    """Xavier-uniform weights scaled for the nonlinearity that follows, as NVIDIA/tacotron2 initializes
+    every Linear and Conv1d; biases keep PyTorch's default."""
+    nn.init.xavier_uniform_(layer.weight, gain=nn.init.calculate_gain(nonlinearity))
+    return layer
+
+
+def _zoneout(previous: Tensor, new: Tensor, p: float, training: bool) -> Tensor:
+    """Zoneout (Krueger et al. 2016): each unit keeps its previous value with probability p while
+    training; at evaluation it takes the expectation, p * previous + (1 - p) * new."""
+    if training:
+        keep_previous = torch.rand_like(new) < p
+        return torch.where(keep_previous, previous, new)
+    return p * previous + (1 - p) * new
+
+
+# ----------------------------------------------------------------------------- encoder
+
+
+class Encoder(nn.Module):
+    """Token IDs -> memory: embedding, convolutions (each ReLU, batch norm, dropout), one BiLSTM."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.conv_dropout = config.conv_dropout
+        # NVIDIA draws the embedding uniformly with std sqrt(2 / (n_symbols + dim)): Xavier-uniform
+        self.embedding = nn.Embedding(config.n_symbols, config.embedding_dim)
+        nn.init.xavier_uniform_(self.embedding.weight)
+        channels = [config.embedding_dim] + [config.encoder_conv_channels] * config.encoder_conv_layers
+        self.convolutions = nn.ModuleList(
+            nn.Sequential(
+                _xavier(
+                    nn.Conv1d(c_in, c_out, config.encoder_kernel_size, padding=config.encoder_kernel_size // 2),
+                    "relu",
+                ),
+                nn.BatchNorm1d(c_out),
+            )
+            for c_in, c_out in zip(channels[:-1], channels[1:])
+        )
+        self.lstm = nn.LSTM(
+            config.encoder_conv_channels, config.encoder_lstm_dim, batch_first=True, bidirectional=True
+        )
+
+    def forward(self, tokens: Tensor, token_lens: Tensor) -> Tensor:
+        """tokens (B, T_text) long, token_lens (B,) -> memory (B, T_text, encoder_dim), zero at padding."""
+        B, T_text = tokens.shape
+        x = self.embedding(tokens)  # (B, T_text) -> (B, T_text, embedding_dim)
+        # zeroing padding after every layer makes each valid position see exactly what it would see
+        # without padding: the next convolution reads zeros there, as at a sequence's real edge
+        keep = mask_from_lens(token_lens, T_text).unsqueeze(1).to(x.dtype)  # (B, T_text) -> (B, 1, T_text)
+        x = x.transpose(1, 2) * keep  # (B, T_text, embedding_dim) -> (B, embedding_dim, T_text)
+        for conv in self.convolutions:
+            x = F.dropout(F.relu(conv(x)), self.conv_dropout, self.training) * keep  # (B, C, T_text)
+        x = x.transpose(1, 2)  # (B, C, T_text) -> (B, T_text, C)
+        # pack_padded_sequence takes its lengths on the CPU whatever the device of the data
+        packed = nn.utils.rnn.pack_padded_sequence(x, token_lens.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, _ = self.lstm(packed)
+        # total_length keeps T_text even when the longest item is shorter than the padded width
+        memory, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=T_text)
+        return memory  # (B, T_text, 2 * encoder_lstm_dim)
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+class LocationSensitiveAttention(nn.Module):
+    """Content plus location attention (Chorowski et al. 2015, as used in Tacotron2):
+
+        f_i    = conv([alpha_{i-1}; sum_{k<i} alpha_k])           location features, 2 input channels
+        e_ij   = v . tanh(W s_i + V h_j + U f_ij)                  s_i: query, h_j: memory position j
+        alpha_i = softmax_j(e_ij), with e_ij = -inf at padding    so padded positions get weight exactly 0
+        context_i = sum_j alpha_ij h_j
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        kernel = config.location_kernel_size
+        self.query_layer = _xavier(nn.Linear(config.attention_rnn_dim, config.attention_dim, bias=False), "tanh")
+        self.memory_layer = _xavier(nn.Linear(config.encoder_dim, config.attention_dim, bias=False), "tanh")
+        self.location_conv = _xavier(nn.Conv1d(2, config.location_filters, kernel, padding=kernel // 2, bias=False))
+        self.location_dense = _xavier(nn.Linear(config.location_filters, config.attention_dim, bias=False), "tanh")
+        self.v = _xavier(nn.Linear(config.attention_dim, 1, bias=False))
+
+    def process_memory(self, memory: Tensor) -> Tensor:
+        """V h_j, computed once per utterance: (B, T_text, encoder_dim) -> (B, T_text, attention_dim)."""
+        return self.memory_layer(memory)
+
+    def forward(
+        self,
+        query: Tensor,
+        memory: Tensor,
+        processed_memory: Tensor,
+        previous_weights: Tensor,
+        cumulative_weights: Tensor,
+        memory_mask: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """query (B, attention_rnn_dim); memory (B, T_text, encoder_dim); processed_memory
+        (B, T_text, attention_dim); both weights (B, T_text); memory_mask (B, T_text) True at tokens
+        -> context (B, encoder_dim), weights (B, T_text)."""
+        # 2 x (B, T_text) -> (B, 2, T_text)
+        location = torch.stack([previous_weights, cumulative_weights], dim=1)
+        location = self.location_conv(location)  # (B, 2, T_text) -> (B, location_filters, T_text)
+        location = self.location_dense(location.transpose(1, 2))  # -> (B, T_text, attention_dim)
+        processed_query = self.query_layer(query).unsqueeze(1)  # (B, attention_rnn_dim) -> (B, 1, attention_dim)
+        # (B, 1, A) + (B, T_text, A) + (B, T_text, A) -> (B, T_text, A) -> (B, T_text, 1) -> (B, T_text)
+        energies = self.v(torch.tanh(processed_query + location + processed_memory)).squeeze(-1)
+        energies = energies.masked_fill(~memory_mask, float("-inf"))
+        weights = torch.softmax(energies, dim=1)  # (B, T_text); exp(-inf) = 0 at padding
+        # (B, 1, T_text) @ (B, T_text, encoder_dim) -> (B, 1, encoder_dim) -> (B, encoder_dim)
+        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
+        return context, weights
+
+
+# ----------------------------------------------------------------------------- decoder
+
+
+class Prenet(nn.Module):
+    """Bottleneck on the previous frame: Linear (no bias) + ReLU + dropout per layer. The dropout is
+    on at inference too (paper section 2.3), so it ignores train/eval mode."""
+
+    def __init__(self, in_dim: int, dims: tuple[int, ...], dropout: float):
+        super().__init__()
+        self.dropout = dropout
+        sizes = [in_dim, *dims]
+        self.layers = nn.ModuleList(
+            _xavier(nn.Linear(d_in, d_out, bias=False)) for d_in, d_out in zip(sizes[:-1], sizes[1:])
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in_dim) -> (..., dims[-1])"""
+        for layer in self.layers:
+            x = F.dropout(F.relu(layer(x)), self.dropout, training=True)
+        return x
+
+
+class Decoder(nn.Module):
+    """Autoregressive decoder. One step: prenet(previous frame) -> attention LSTM -> attention ->
+    decoder LSTM -> r frames and one stop (gate) logit."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_mels = config.n_mels
+        self.r = config.reduction_factor
+        self.attention_rnn_dim = config.attention_rnn_dim
+        self.decoder_rnn_dim = config.decoder_rnn_dim
+        self.attention_dropout = config.attention_dropout
+        self.decoder_dropout = config.decoder_dropout
+        self.zoneout = config.zoneout
+        memory_dim = config.encoder_dim
+        # the input is one frame, the last of the previous step's r (Tacotron 1 / Coqui; NVIDIA feeds all r)
+        self.prenet = Prenet(config.n_mels, config.prenet_dims, config.prenet_dropout)
+        self.attention_rnn = nn.LSTMCell(config.prenet_dims[-1] + memory_dim, config.attention_rnn_dim)
+        self.attention = LocationSensitiveAttention(config)
+        self.decoder_rnn = nn.LSTMCell(config.attention_rnn_dim + memory_dim, config.decoder_rnn_dim)
+        self.frame_projection = _xavier(nn.Linear(config.decoder_rnn_dim + memory_dim, config.n_mels * self.r))
+        self.gate_layer = _xavier(nn.Linear(config.decoder_rnn_dim + memory_dim, 1), "sigmoid")
+
+    def initial_state(self, memory: Tensor) -> DecoderState:
+        """All zeros, on the device and dtype of memory (B, T_text, encoder_dim)."""
+        B, T_text, memory_dim = memory.shape
+        return DecoderState(
+            attention_hidden=memory.new_zeros(B, self.attention_rnn_dim),
+            attention_cell=memory.new_zeros(B, self.attention_rnn_dim),
+            decoder_hidden=memory.new_zeros(B, self.decoder_rnn_dim),
+            decoder_cell=memory.new_zeros(B, self.decoder_rnn_dim),
+            attention_weights=memory.new_zeros(B, T_text),
+            attention_weights_cum=memory.new_zeros(B, T_text),
+            attention_context=memory.new_zeros(B, memory_dim),
+        )
+
+    def _recur(self, cell: nn.LSTMCell, x: Tensor, hidden: Tensor, cell_state: Tensor, dropout: float):
+        """One LSTMCell update regularized by zoneout (on both hidden and cell) or by dropout on the hidden."""
+        new_hidden, new_cell_state = cell(x, (hidden, cell_state))
+        if self.zoneout > 0:
+            return (
+                _zoneout(hidden, new_hidden, self.zoneout, self.training),
+                _zoneout(cell_state, new_cell_state, self.zoneout, self.training),
+            )
+        return F.dropout(new_hidden, dropout, self.training), new_cell_state
+
+    def step(
+        self, frame: Tensor, state: DecoderState, memory: Tensor, processed_memory: Tensor, memory_mask: Tensor
+    ) -> tuple[Tensor, Tensor, DecoderState]:
+        """frame (B, n_mels): the previous frame (zeros at the first step)
+        -> frames (B, r, n_mels), gate_logit (B,), the next state."""
+        B = frame.shape[0]
+        x = self.prenet(frame)  # (B, n_mels) -> (B, prenet_dims[-1])
+        x = torch.cat([x, state.attention_context], dim=-1)  # -> (B, prenet_dims[-1] + encoder_dim)
+        attention_hidden, attention_cell = self._recur(
+            self.attention_rnn, x, state.attention_hidden, state.attention_cell, self.attention_dropout
+        )
+        context, weights = self.attention(
+            attention_hidden, memory, processed_memory,
+            state.attention_weights, state.attention_weights_cum, memory_mask,
+        )
+        x = torch.cat([attention_hidden, context], dim=-1)  # -> (B, attention_rnn_dim + encoder_dim)
+        decoder_hidden, decoder_cell = self._recur(
+            self.decoder_rnn, x, state.decoder_hidden, state.decoder_cell, self.decoder_dropout
+        )
+        x = torch.cat([decoder_hidden, context], dim=-1)  # -> (B, decoder_rnn_dim + encoder_dim)
+        frames = self.frame_projection(x).view(B, self.r, self.n_mels)  # (B, r * n_mels) -> (B, r, n_mels)
+        gate_logit = self.gate_layer(x).squeeze(-1)  # (B, 1) -> (B,)
+        state = DecoderState(
+            attention_hidden=attention_hidden,
+            attention_cell=attention_cell,
+            decoder_hidden=decoder_hidden,
+            decoder_cell=decoder_cell,
+            attention_weights=weights,
+            attention_weights_cum=state.attention_weights_cum + weights,
+            attention_context=context,
+        )
+        return frames, gate_logit, state
+
+    def forward(self, memory: Tensor, memory_mask: Tensor, mels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Teacher forcing: step k reads the last frame of step k-1's r target frames (zeros at k = 0).
+
+        memory (B, T_text, encoder_dim), memory_mask (B, T_text), mels (B, T_mel, n_mels) with T_mel = T_dec * r
+        -> frames (B, T_mel, n_mels), gate_logits (B, T_dec), alignments (B, T_dec, T_text).
+        """
+        B, T_mel, n_mels = mels.shape
+        T_dec = T_mel // self.r
+        # the last frame of each step: (B, T_mel, n_mels) -> (B, T_dec, n_mels)
+        last_frames = mels[:, self.r - 1 :: self.r]
+        go_frame = mels.new_zeros(B, 1, n_mels)
+        # shift by one step: (B, 1, n_mels) + (B, T_dec - 1, n_mels) -> (B, T_dec, n_mels)
+        inputs = torch.cat([go_frame, last_frames[:, :-1]], dim=1)
+
+        state = self.initial_state(memory)
+        processed_memory = self.attention.process_memory(memory)
+        frames, gate_logits, alignments = [], [], []
+        for k in range(T_dec):
+            step_frames, gate_logit, state = self.step(inputs[:, k], state, memory, processed_memory, memory_mask)
+            frames.append(step_frames)
+            gate_logits.append(gate_logit)
+            alignments.append(state.attention_weights)
+        # T_dec x (B, r, n_mels) -> (B, T_dec, r, n_mels) -> (B, T_mel, n_mels)
+        frames = torch.stack(frames, dim=1).reshape(B, T_mel, n_mels)
+        gate_logits = torch.stack(gate_logits, dim=1)  # T_dec x (B,) -> (B, T_dec)
+        alignments = torch.stack(alignments, dim=1)  # T_dec x (B, T_text) -> (B, T_dec, T_text)
+        return frames, gate_logits, alignments
+
+    def infer(
+        self, memory: Tensor, memory_mask: Tensor, max_steps: int, gate_threshold: float
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Free running: each step reads the last frame it produced. Every item stops on its own gate
+        (a `finished` mask); the loop ends when all have stopped or after max_steps.
+
+        -> frames (B, T_dec * r, n_mels) (not masked), step_lens (B,) long, alignments (B, T_dec, T_text),
+        hit_step_limit (B,) bool.
+        """
+        B = memory.shape[0]
+        state = self.initial_state(memory)
+        processed_memory = self.attention.process_memory(memory)
+        frame = memory.new_zeros(B, self.n_mels)  # the go frame
+        finished = torch.zeros(B, dtype=torch.bool, device=memory.device)
+        step_lens = torch.zeros(B, dtype=torch.long, device=memory.device)
+        frames, alignments = [], []
+        for k in range(max_steps):
+            step_frames, gate_logit, state = self.step(frame, state, memory, processed_memory, memory_mask)
+            frames.append(step_frames)
+            alignments.append(state.attention_weights)
+            # an item's frames include the step whose gate fires (as NVIDIA's inference loop)
+            stops_now = ~finished & (torch.sigmoid(gate_logit) > gate_threshold)
+            step_lens = step_lens.masked_fill(stops_now, k + 1)
+            finished = finished | stops_now
+            if bool(finished.all()):
+                break
+            frame = step_frames[:, -1]  # (B, r, n_mels) -> (B, n_mels)
+        hit_step_limit = ~finished
+        step_lens = step_lens.masked_fill(hit_step_limit, len(frames))
+        # T_dec x (B, r, n_mels) -> (B, T_dec, r, n_mels) -> (B, T_dec * r, n_mels)
+        frames = torch.stack(frames, dim=1).reshape(B, len(frames) * self.r, self.n_mels)
+        alignments = torch.stack(alignments, dim=1)  # T_dec x (B, T_text) -> (B, T_dec, T_text)
+        return frames, step_lens, alignments, hit_step_limit
+
+
+# ----------------------------------------------------------------------------- postnet
+
+
+class Postnet(nn.Module):
+    """Residual refinement of the decoder's mels: convolutions with batch norm, tanh on all but the
+    last, dropout on all (paper section 2.3)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.conv_dropout = config.conv_dropout
+        kernel = config.postnet_kernel_size
+        channels = [config.n_mels] + [config.postnet_channels] * (config.postnet_layers - 1) + [config.n_mels]
+        last = len(channels) - 2
+        self.convolutions = nn.ModuleList(
+            nn.Sequential(
+                _xavier(nn.Conv1d(c_in, c_out, kernel, padding=kernel // 2), "linear" if i == last else "tanh"),
+                nn.BatchNorm1d(c_out),
+            )
+            for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:]))
+        )
+
+    def forward(self, mels: Tensor, mel_mask: Tensor) -> Tensor:
+        """mels (B, T_mel, n_mels), mel_mask (B, T_mel) -> residual (B, T_mel, n_mels), zero at padding."""
+        # padding is zeroed after every layer so valid frames never see it (see Encoder.forward)
+        keep = mel_mask.unsqueeze(1).to(mels.dtype)  # (B, T_mel) -> (B, 1, T_mel)
+        x = mels.transpose(1, 2) * keep  # (B, T_mel, n_mels) -> (B, n_mels, T_mel)
+        for i, conv in enumerate(self.convolutions):
+            x = conv(x)  # (B, C_in, T_mel) -> (B, C_out, T_mel)
+            if i < len(self.convolutions) - 1:
+                x = torch.tanh(x)
+            x = F.dropout(x, self.conv_dropout, self.training) * keep
+        return x.transpose(1, 2)  # (B, n_mels, T_mel) -> (B, T_mel, n_mels)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class Tacotron2(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.postnet = Postnet(config)
+
+    def forward(self, tokens: Tensor, token_lens: Tensor, mels: Tensor, mel_lens: Tensor) -> Tacotron2Output:
+        """Teacher-forced pass for training.
+
+        tokens (B, T_text) long, padded with 0; token_lens (B,) long, each >= 1;
+        mels (B, T_mel, n_mels) with T_mel a multiple of r (the collate function pads to it);
+        mel_lens (B,) true lengths in frames (need not be multiples of r).
+        """
+        B, T_text = tokens.shape
+        _, T_mel, n_mels = mels.shape
+        r = self.config.reduction_factor
+        if n_mels != self.config.n_mels:
+            raise ValueError(f"mels have {n_mels} channels, the model was built for n_mels={self.config.n_mels}")
+        if T_mel % r != 0:
+            raise ValueError(f"T_mel ({T_mel}) must be a multiple of reduction_factor ({r}); pad the batch to it")
+        T_dec = T_mel // r
+
+        memory_mask = mask_from_lens(token_lens, T_text)  # (B, T_text)
+        memory = self.encoder(tokens, token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
+        decoded, gate_logits, alignments = self.decoder(memory, memory_mask, mels)
+
+        mel_mask = mask_from_lens(mel_lens, T_mel)  # (B, T_mel)
+        keep = mel_mask.unsqueeze(-1).to(decoded.dtype)  # (B, T_mel) -> (B, T_mel, 1)
+        decoded = decoded * keep
+        mels_postnet = (decoded + self.postnet(decoded, mel_mask)) * keep
+        step_lens = (mel_lens + r - 1) // r  # a partly valid last step still counts
+        alignments = alignments * mask_from_lens(step_lens, T_dec).unsqueeze(-1).to(alignments.dtype)
+        return Tacotron2Output(decoded, mels_postnet, gate_logits, alignments)
+
+    @torch.no_grad()
+    def infer(self, tokens: Tensor, token_lens: Tensor, max_decoder_steps: int | None = None) -> Inference:
+        """Synthesize a whole batch; each item stops on its own gate. Call model.eval() first (the
+        prenet's dropout stays on regardless, as in the paper). Runs without autograd."""
+        B, T_text = tokens.shape
+        r = self.config.reduction_factor
+        max_steps = self.config.max_decoder_steps if max_decoder_steps is None else max_decoder_steps
+        if max_steps < 1:
+            raise ValueError(f"max_decoder_steps must be positive, got {max_steps}")
+
+        memory_mask = mask_from_lens(token_lens, T_text)  # (B, T_text)
+        memory = self.encoder(tokens, token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
+        decoded, step_lens, alignments, hit_step_limit = self.decoder.infer(
+            memory, memory_mask, max_steps, self.config.gate_threshold
+        )
+        T_dec = alignments.shape[1]
+        mel_lens = step_lens * r
+        mel_mask = mask_from_lens(mel_lens, T_dec * r)  # (B, T_max)
+        keep = mel_mask.unsqueeze(-1).to(decoded.dtype)  # (B, T_max) -> (B, T_max, 1)
+        # the postnet reads nothing after an item's stop (it masks its input), and nothing after it is kept
+        mels = (decoded + self.postnet(decoded, mel_mask)) * keep
+        alignments = alignments * mask_from_lens(step_lens, T_dec).unsqueeze(-1).to(alignments.dtype)
+        return Inference(mels, mel_lens, alignments, hit_step_limit)

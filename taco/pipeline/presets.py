@@ -1,0 +1,56 @@
+"""Named training setups (`tiny`, `base`) and JSON files that override any of their fields.
+
+A config file is a JSON object with up to three keys:
+
+    {"preset": "tiny", "model": {"reduction_factor": 3}, "training": {"batch_frames": 4000}}
+
+"preset" (default "tiny") names the setup to start from; "model" and "training" override fields of its
+ModelConfig and TrainConfig.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from taco.pipeline.model import PRESETS as MODEL_PRESETS
+from taco.pipeline.model import ModelConfig
+from taco.pipeline.train import TrainConfig
+
+TRAINING_PRESETS = {
+    # NVIDIA/tacotron2 on LJSpeech with a GPU
+    "base": TrainConfig(),
+    # the bundled 14-minute corpus on a 2-core CPU: small padded batches (~16 utterances), a short warm-up,
+    # checkpoints and alignment plots every few minutes; guided attention fades over the first few thousand steps
+    "tiny": TrainConfig(
+        batch_frames=6000,
+        warmup_steps=100,
+        max_steps=3000,
+        guided_attention_half_life=2000,
+        checkpoint_every=250,
+        log_every=10,
+        num_workers=1,
+    ),
+}
+CONFIG_KEYS = ("preset", "model", "training")
+
+
+def load_config(spec: str) -> tuple[ModelConfig, TrainConfig]:
+    """`spec` is a preset name ("tiny", "base") or the path of a JSON config file."""
+    if spec in TRAINING_PRESETS:
+        return MODEL_PRESETS[spec], TRAINING_PRESETS[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"config {spec!r} is neither a preset ({', '.join(TRAINING_PRESETS)}) nor a file")
+    try:
+        overrides = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(overrides, dict) or set(overrides) - set(CONFIG_KEYS):
+        raise ValueError(f"{path}: a config file is a JSON object with only the keys {CONFIG_KEYS}")
+    preset = overrides.get("preset", "tiny")
+    if preset not in TRAINING_PRESETS:
+        raise ValueError(f"{path}: unknown preset {preset!r}; choose one of {sorted(TRAINING_PRESETS)}")
+    model = ModelConfig.from_dict(MODEL_PRESETS[preset].to_dict() | overrides.get("model", {}))
+    training = TrainConfig.from_dict(TRAINING_PRESETS[preset].to_dict() | overrides.get("training", {}))
+    return model, training

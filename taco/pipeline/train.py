@@ -1,0 +1,519 @@
+"""Training: feature store -> bucketed batches -> Tacotron2 -> checkpoints, logs, plots and audio samples.
+
+One process per device. Under `torchrun` each process trains on its own rank's batches (DDP; gloo on
+CPU, NCCL on CUDA) and rank 0 alone writes. A run folder holds:
+
+    config.json     the model, training, feature and text configs and the store's fingerprint
+    checkpoints/    step_NNNNNNNN.pt (the last `keep_last`) and best.pt (lowest validation loss)
+    logs/           TensorBoard: every loss term, learning rate, grad norm, alignments, Griffin-Lim audio
+    plots/          the alignment plots of each checkpoint as PNG
+    samples/        Griffin-Lim audio of a fixed validation utterance at each checkpoint
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from taco.features.store import FeatureStore
+from taco.features.text import decode
+from taco.pipeline.batching import BucketBatchSampler, collate
+from taco.pipeline.checkpoint import (
+    BEST_FILE,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+    step_file,
+)
+from taco.pipeline.griffin_lim import mel_to_wave
+from taco.pipeline.losses import LossTerms, tacotron2_loss
+from taco.pipeline.model import ModelConfig, Tacotron2
+from taco.pipeline.plots import alignment_figure, mel_figure, save_figure
+
+AMP_MODES = ("bf16", "fp16", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults: NVIDIA/tacotron2 hparams and the seed, unless a comment says otherwise."""
+
+    batch_frames: int | None = 40_000  # padded mel frames per batch: ~64 LJSpeech utterances (NVIDIA batch 64)
+    batch_size: int | None = None  # a fixed number of utterances instead of batch_frames
+    learning_rate: float = 1e-3
+    final_learning_rate: float = 1e-5  # cosine decay ends here at max_steps
+    warmup_steps: int = 1000  # linear warm-up: Adam's early steps are large while its moments settle
+    max_steps: int = 100_000
+    weight_decay: float = 1e-6
+    grad_clip: float = 1.0  # max global grad norm
+    gate_pos_weight: float = 5.0  # one stop step per utterance; ESPnet's bce_pos_weight
+    guided_attention_weight: float = 1.0  # ESPnet's guided_attn_loss_lambda
+    guided_attention_sigma: float = 0.4  # ESPnet's guided_attn_loss_sigma (Tachibana et al. used 0.2)
+    guided_attention_half_life: int = 10_000  # steps for the weight to halve; 0 keeps it constant
+    amp: str = "bf16"  # mixed precision on CUDA: bf16, fp16 (with a grad scaler) or none; CPU runs in fp32
+    seed: int = 1234
+    num_workers: int = 2  # DataLoader worker processes per rank
+    checkpoint_every: int = 1000  # steps; also when alignment plots and audio samples are written
+    keep_last: int = 3  # step checkpoints kept besides best.pt
+    log_every: int = 50  # steps between TensorBoard scalar writes
+    max_nonfinite_steps: int = 20  # NaN/inf losses in a row before the run stops
+    griffin_lim_iterations: int = 32
+
+    def __post_init__(self):
+        if (self.batch_frames is None) == (self.batch_size is None):
+            raise ValueError("TrainConfig needs exactly one of batch_frames and batch_size")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"TrainConfig.amp must be one of {AMP_MODES}, got {self.amp!r}")
+        for name in ("max_steps", "checkpoint_every", "keep_last", "log_every", "max_nonfinite_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.final_learning_rate <= self.learning_rate:
+            raise ValueError("TrainConfig needs 0 < final_learning_rate <= learning_rate")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
+        return cls(**values)
+
+
+class TrainingError(Exception):
+    """The run cannot start or cannot go on; str() is a one-line explanation."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # batches of this epoch already trained on, for a mid-epoch resume
+    best_val_loss: float = math.inf
+
+
+def learning_rate_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of the base learning rate: linear warm-up, then cosine decay to final_learning_rate."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    span = max(config.max_steps - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / span, 1.0)
+    floor = config.final_learning_rate / config.learning_rate
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def guided_attention_weight(step: int, config: TrainConfig) -> float:
+    if config.guided_attention_half_life == 0:
+        return config.guided_attention_weight
+    return config.guided_attention_weight * 0.5 ** (step / config.guided_attention_half_life)
+
+
+def train(
+    store_dir: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train Tacotron2 on a feature store into `run_dir`; returns a summary of the run.
+
+    A new run needs both configs; `model_config.n_symbols` and `n_mels` are taken from the store. With
+    `resume`, the configs come from the latest checkpoint in `run_dir` (pass none) and training continues
+    exactly where it stopped. `max_steps`, when given, replaces the configured number of steps (to train
+    longer on resume). `device`: "cpu", "cuda", "cuda:1", ...; default CUDA when available. Under torchrun,
+    each rank uses its LOCAL_RANK's GPU.
+    """
+    store = FeatureStore(store_dir)
+    run_dir = Path(run_dir)
+    if resume != (model_config is None and train_config is None):
+        raise ValueError("give a model and a training config for a new run, and neither to resume one")
+    rank, world_size = _start_distributed(device)
+    device = _pick_device(device)
+    checkpoint = _checkpoint_to_resume(run_dir, store, resume)
+    if checkpoint is not None:
+        model_config = ModelConfig.from_dict(checkpoint["model_config"])
+        train_config = TrainConfig.from_dict(checkpoint["training_config"])
+    else:
+        model_config = dataclasses.replace(model_config, n_symbols=len(store.symbols), n_mels=store.feature_config.n_mels)
+    if max_steps is not None:
+        train_config = dataclasses.replace(train_config, max_steps=max_steps)
+    torch.manual_seed(train_config.seed)
+
+    model = Tacotron2(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, train_config))
+    autocast_dtype = _autocast_dtype(train_config.amp, device)
+    scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
+    sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size)
+    state = Progress()
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if scaler is not None and "scaler" in checkpoint:
+            scaler.load_state_dict(checkpoint["scaler"])
+        state = Progress(**checkpoint["progress"])
+        sampler.load_state_dict(checkpoint["sampler"])
+        restore_rng_states(checkpoint["rng"])
+    else:
+        sampler.set_epoch(0)
+    trained = DistributedDataParallel(model) if world_size > 1 else model
+
+    writer = _RunWriter(run_dir, store, model_config, train_config) if rank == 0 else None
+    stop = _StopSignal()
+    nonfinite_in_a_row = 0
+    last_terms: LossTerms | None = None
+    bar = tqdm(total=train_config.max_steps, initial=state.step, unit="step", desc="train",
+               disable=not progress or rank != 0, dynamic_ncols=True)
+    started, started_step = time.perf_counter(), state.step
+    with stop.installed():
+        while state.step < train_config.max_steps and not stop.requested:
+            for batch in train_loader:
+                batch = {key: value.to(device) for key, value in batch.items()}
+                terms, grad_norm = _train_step(trained, optimizer, scaler, batch, model_config, train_config,
+                                               state.step, autocast_dtype, device)
+                scheduler.step()
+                state.step += 1
+                state.batches_done += 1
+                if terms is None:
+                    nonfinite_in_a_row += 1
+                    bar.write(f"step {state.step}: loss or gradient was NaN/inf, step skipped", file=sys.stderr)
+                    if nonfinite_in_a_row >= train_config.max_nonfinite_steps:
+                        raise TrainingError(
+                            f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step {state.step}; "
+                            f"the last good checkpoint is {latest_checkpoint(run_dir / 'checkpoints')}. "
+                            "Lower the learning rate or check the store with taco store-info --verify"
+                        )
+                else:
+                    nonfinite_in_a_row = 0
+                    last_terms = terms
+                    bar.set_postfix(loss=f"{terms.total.item():.4f}",
+                                    steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}")
+                    if writer is not None and state.step % train_config.log_every == 0:
+                        writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm)
+                bar.update(1)
+                if state.step % train_config.checkpoint_every == 0 and writer is not None:
+                    writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
+                    writer.samples(model, store, val_loader, state.step, train_config)
+                if state.step >= train_config.max_steps or stop.requested:
+                    break
+            else:
+                # the epoch ran to its end: validate, then start the next one
+                # every rank validates the whole (small) validation split, so the ranks agree without a reduce
+                val_loss = _validate(model, val_loader, model_config, train_config, state.step, autocast_dtype, device)
+                if writer is not None and val_loss is not None:
+                    writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
+                state.epoch += 1
+                state.batches_done = 0
+                sampler.set_epoch(state.epoch)
+    bar.close()
+    if writer is not None:
+        if state.step % train_config.checkpoint_every != 0:
+            writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
+            writer.samples(model, store, val_loader, state.step, train_config)
+        writer.close()
+    if world_size > 1:
+        dist.destroy_process_group()
+    return {
+        "run_dir": str(run_dir),
+        "steps": state.step,
+        "epochs": state.epoch,
+        "stopped_by": "signal" if stop.requested else "max_steps",
+        "last_loss": {name: value.item() for name, value in last_terms._asdict().items()} if last_terms else None,
+        "best_val_loss": None if math.isinf(state.best_val_loss) else state.best_val_loss,
+        "checkpoint": str(latest_checkpoint(run_dir / "checkpoints")),
+    }
+
+
+def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: TrainConfig, rank: int = 0,
+                 world_size: int = 1) -> tuple[BucketBatchSampler, DataLoader, DataLoader | None]:
+    """This rank's bucketed training loader (and its sampler) and the validation loader (None without a val split)."""
+    train_rows = store.split_indices("train")
+    if len(train_rows) < world_size:
+        raise TrainingError(f"{store.path}: {len(train_rows)} training utterances, fewer than {world_size} ranks")
+    sampler = BucketBatchSampler(store.n_frames[train_rows], max_frames=train_config.batch_frames,
+                                 batch_size=train_config.batch_size, seed=train_config.seed, rank=rank,
+                                 world_size=world_size)
+    collate_r = _Collate(model_config.reduction_factor)
+    # the loader gets its own generator so that creating an iterator never draws from the global RNG,
+    # which would make a resumed run differ from an uninterrupted one
+    generator = torch.Generator().manual_seed(train_config.seed)
+    train_loader = DataLoader(Subset(store, train_rows), batch_sampler=sampler, collate_fn=collate_r,
+                              num_workers=train_config.num_workers, generator=generator)
+    val_rows = store.split_indices("val")
+    val_loader = None
+    if len(val_rows):
+        val_sampler = BucketBatchSampler(store.n_frames[val_rows], max_frames=train_config.batch_frames,
+                                         batch_size=train_config.batch_size, seed=train_config.seed)
+        val_sampler.set_epoch(0)
+        val_loader = DataLoader(Subset(store, val_rows), batch_sampler=val_sampler, collate_fn=collate_r,
+                                num_workers=0)
+    return sampler, train_loader, val_loader
+
+
+class _Collate:
+    """collate with the model's reduction factor; a class (not a lambda) so DataLoader workers can pickle it."""
+
+    def __init__(self, reduction_factor: int):
+        self.reduction_factor = reduction_factor
+
+    def __call__(self, items):
+        return collate(items, self.reduction_factor)
+
+
+def _train_step(model, optimizer, scaler, batch, model_config, train_config, step, autocast_dtype, device):
+    """One optimizer step. Returns (loss terms, grad norm), or (None, None) when the step was skipped as non-finite."""
+    optimizer.zero_grad(set_to_none=True)
+    model.train()
+    with _autocast(autocast_dtype, device):
+        output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
+    terms = _loss(output, batch, model_config, train_config, step)
+    if scaler is not None:
+        scaler.scale(terms.total).backward()
+        scaler.unscale_(optimizer)
+    else:
+        terms.total.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+    finite = torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm)
+    if dist.is_initialized():
+        # every rank must take the same decision, or their weights drift apart
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not finite:
+        if scaler is not None:
+            scaler.update()  # lets the scaler lower its scale after an overflow
+        return None, None
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return LossTerms(*(term.detach() for term in terms)), grad_norm.item()
+
+
+def _loss(output, batch, model_config, train_config, step) -> LossTerms:
+    # losses in float32 whatever the autocast dtype: bf16 MSE over thousands of frames loses digits
+    output = type(output)(*(tensor.float() for tensor in output))
+    return tacotron2_loss(output, batch, model_config.reduction_factor, train_config.gate_pos_weight,
+                          guided_attention_weight(step, train_config), train_config.guided_attention_sigma)
+
+
+@torch.no_grad()
+def _validate(model, val_loader, model_config, train_config, step, autocast_dtype, device) -> LossTerms | None:
+    """Teacher-forced loss over the validation split, frame-weighted mean of each term."""
+    if val_loader is None:
+        return None
+    model.eval()
+    sums, frames = None, 0
+    # validation must not consume the training RNG (the prenet's dropout stays on in eval mode)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for batch in val_loader:
+            batch = {key: value.to(device) for key, value in batch.items()}
+            with _autocast(autocast_dtype, device):
+                output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
+            terms = _loss(output, batch, model_config, train_config, step)
+            weight = int(batch["mel_lens"].sum())
+            values = torch.stack(list(terms)) * weight
+            sums = values if sums is None else sums + values
+            frames += weight
+    return LossTerms(*(sums / frames))
+
+
+def _start_distributed(device: str | None) -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by torchrun."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), world_size
+
+
+def _pick_device(requested: str | None) -> torch.device:
+    if requested is None:
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError(f"device {requested!r} asked for, but this torch sees no CUDA device")
+        if dist.is_initialized():
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def _autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or amp == "none":
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _autocast(dtype: torch.dtype | None, device: torch.device):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _checkpoint_to_resume(run_dir: Path, store: FeatureStore, resume: bool) -> dict | None:
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    if not resume:
+        if latest is not None:
+            raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue that run, or choose another folder")
+        return None
+    if latest is None:
+        raise TrainingError(f"{run_dir}: no checkpoint to resume from")
+    checkpoint = load_checkpoint(latest)
+    if checkpoint["store_fingerprint"] != store.fingerprint:
+        raise TrainingError(
+            f"{latest} was trained on a store with fingerprint {checkpoint['store_fingerprint']}, but {store.path} "
+            f"has {store.fingerprint}: resuming would mix features made differently"
+        )
+    return checkpoint
+
+
+class _StopSignal:
+    """SIGINT/SIGTERM ask the loop to stop after the current step and write a checkpoint."""
+
+    def __init__(self):
+        self.requested = False
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _RunWriter:
+    """Everything rank 0 writes into the run folder."""
+
+    def __init__(self, run_dir: Path, store: FeatureStore, model_config: ModelConfig, train_config: TrainConfig):
+        self.run_dir = run_dir
+        self.store = store
+        self.model_config = model_config
+        self.train_config = train_config
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        config = {
+            "model": model_config.to_dict(),
+            "training": train_config.to_dict(),
+            "features": store.info["feature_config"],
+            "text": store.info["text_config"],
+            "store": str(store.path.resolve()),
+            "store_fingerprint": store.fingerprint,
+        }
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        self.tensorboard = SummaryWriter(str(run_dir / "logs"))
+
+    def scalars(self, prefix: str, terms: LossTerms, step: int, **extra: float) -> None:
+        for name, value in terms._asdict().items():
+            self.tensorboard.add_scalar(f"{prefix}/{name}", float(value), step)
+        for name, value in extra.items():
+            self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
+
+    def checkpoint_dict(self, model, optimizer, scheduler, scaler, sampler, state: Progress) -> dict:
+        sampler_state = sampler.state_dict()
+        # the DataLoader's prefetching runs the sampler ahead: record what training actually consumed
+        sampler_state["epoch"], sampler_state["position"] = state.epoch, state.batches_done
+        checkpoint = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "sampler": sampler_state,
+            "progress": dataclasses.asdict(state),
+            "rng": rng_states(),
+            "model_config": self.model_config.to_dict(),
+            "training_config": self.train_config.to_dict(),
+            "feature_config": self.store.info["feature_config"],
+            "text_config": self.store.info["text_config"],
+            "symbols": list(self.store.symbols),
+            "store_fingerprint": self.store.fingerprint,
+        }
+        if scaler is not None:
+            checkpoint["scaler"] = scaler.state_dict()
+        return checkpoint
+
+    def checkpoint(self, model, optimizer, scheduler, scaler, sampler, state: Progress) -> None:
+        directory = self.run_dir / "checkpoints"
+        save_checkpoint(directory / step_file(state.step), self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state))
+        prune_checkpoints(directory, self.train_config.keep_last)
+
+    def validation(self, val_loss: LossTerms, state: Progress, model, optimizer, scheduler, scaler, sampler) -> None:
+        self.scalars("val", val_loss, state.step)
+        if val_loss.total.item() < state.best_val_loss:
+            state.best_val_loss = val_loss.total.item()
+            # best.pt resumes at the start of the next epoch, like the run itself does after validating
+            best = dataclasses.replace(state, epoch=state.epoch + 1, batches_done=0)
+            checkpoint = self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, best)
+            save_checkpoint(self.run_dir / "checkpoints" / BEST_FILE, checkpoint)
+
+    @torch.no_grad()
+    def samples(self, model: Tacotron2, store: FeatureStore, val_loader, step: int, train_config: TrainConfig) -> None:
+        """Alignment plots (teacher-forced and free-running) and Griffin-Lim audio of the first validation utterance."""
+        if val_loader is None:
+            return
+        row = int(store.split_indices("val")[0])
+        tokens, mel = store[row]
+        device = next(model.parameters()).device
+        batch = {key: value.to(device) for key, value in collate([(tokens, mel)], self.model_config.reduction_factor).items()}
+        model.eval()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            forced = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
+            free = model.infer(batch["tokens"], batch["token_lens"])
+        text = decode(tokens.tolist(), store.text_config.symbols_version)
+        # decode drops pad and EOS; label the axis only when characters and tokens line up
+        label = text if len(text) == len(tokens) else None
+        forced_alignment = forced.alignments[0].float().cpu().numpy()
+        free_alignment = free.alignments[0, : int(free.mel_lens[0]) // self.model_config.reduction_factor].float().cpu().numpy()
+        plots = self.run_dir / "plots"
+        for name, alignment in (("teacher_forced", forced_alignment), ("free_running", free_alignment)):
+            figure = alignment_figure(alignment, label, f"{store.ids[row]}, step {step}, {name.replace('_', ' ')}")
+            self.tensorboard.add_figure(f"alignment/{name}", figure, step, close=False)
+            save_figure(figure, plots / f"alignment_{name}_step_{step:08d}.png")
+        predicted = free.mels[0, : int(free.mel_lens[0])].float().cpu().numpy()
+        figure = mel_figure([mel, predicted], ["target", f"free running, step {step}"])
+        self.tensorboard.add_figure("mel", figure, step, close=False)
+        save_figure(figure, plots / f"mel_step_{step:08d}.png")
+        features = store.feature_config
+        # (T, n_mels) -> (n_mels, T) for the vocoder
+        wave = mel_to_wave(torch.from_numpy(predicted.T.copy()), features, iterations=train_config.griffin_lim_iterations)
+        wave = (wave / max(wave.abs().max().item(), 1e-6) * 0.9).numpy()
+        self.tensorboard.add_audio("griffin_lim", wave[None, :], step, sample_rate=features.sample_rate)
+        (self.run_dir / "samples").mkdir(exist_ok=True)
+        soundfile.write(self.run_dir / "samples" / f"step_{step:08d}.wav", wave, features.sample_rate, subtype="PCM_16")
+        if free.hit_step_limit[0]:
+            tqdm.write(f"step {step}: {store.ids[row]} reached the decoder step limit (the gate never fired)", file=sys.stderr)
+
+    def close(self) -> None:
+        self.tensorboard.close()

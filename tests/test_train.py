@@ -1,0 +1,205 @@
+"""Training: the loss falls, checkpoints stand alone, resume is exact, bad states are refused."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from taco.features.store import FeatureStore
+from taco.pipeline.batching import collate
+from taco.pipeline.checkpoint import load_checkpoint
+from taco.pipeline.losses import tacotron2_loss
+from taco.pipeline.model import PRESETS as MODEL_PRESETS
+from taco.pipeline.model import ModelConfig, Tacotron2
+from taco.pipeline.presets import TRAINING_PRESETS
+from taco.pipeline.train import TrainConfig, TrainingError, learning_rate_factor, make_loaders, train
+
+# A model small enough that a training step takes milliseconds on a CPU.
+MICRO = {
+    "preset": "tiny",
+    "model": {
+        "embedding_dim": 32, "encoder_conv_channels": 32, "encoder_lstm_dim": 16, "attention_rnn_dim": 48,
+        "attention_dim": 24, "location_filters": 8, "location_kernel_size": 7, "prenet_dims": [32, 32],
+        "decoder_rnn_dim": 48, "postnet_layers": 2, "postnet_channels": 32, "reduction_factor": 2,
+        "max_decoder_steps": 40,
+    },
+    "training": {"batch_frames": 1600, "warmup_steps": 2, "max_steps": 8, "checkpoint_every": 4, "log_every": 1,
+                 "num_workers": 0, "griffin_lim_iterations": 2},
+}
+
+
+@pytest.fixture
+def micro_config(tmp_path):
+    path = tmp_path / "micro.json"
+    path.write_text(json.dumps(MICRO))
+    return path
+
+
+def micro(**training) -> tuple[ModelConfig, TrainConfig]:
+    """The MICRO configs, with training fields replaced by `training`."""
+    model = ModelConfig.from_dict(MODEL_PRESETS["tiny"].to_dict() | MICRO["model"])
+    return model, TrainConfig.from_dict(TRAINING_PRESETS["tiny"].to_dict() | MICRO["training"] | training)
+
+
+def test_loss_falls_when_overfitting_two_utterances(small_store):
+    torch.manual_seed(0)
+    store = FeatureStore(small_store)
+    model_config, _ = micro()
+    model_config = ModelConfig.from_dict(model_config.to_dict() | {"n_symbols": len(store.symbols)})
+    model = Tacotron2(model_config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    shortest = store.split_indices("train")[store.n_frames[store.split_indices("train")].argsort()[:2]]
+    batch = collate([store[int(row)] for row in shortest], model_config.reduction_factor)
+    losses = []
+    for _ in range(30):
+        output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
+        terms = tacotron2_loss(output, batch, model_config.reduction_factor, 5.0, 1.0, 0.4)
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+        losses.append(terms.total.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_learning_rate_warms_up_then_decays_to_the_final_rate():
+    config = TrainConfig(warmup_steps=10, max_steps=110, learning_rate=1e-3, final_learning_rate=1e-5)
+    factors = [learning_rate_factor(step, config) for step in range(111)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[110] == pytest.approx(0.01)
+
+
+def test_a_run_writes_config_checkpoints_plots_samples_and_logs(small_store, tmp_path):
+    model_config, train_config = micro()
+    summary = train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+
+    run = tmp_path / "run"
+    assert summary["steps"] == 8 and summary["stopped_by"] == "max_steps"
+    assert json.loads((run / "config.json").read_text())["model"]["reduction_factor"] == 2
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "step_00000004.pt", "step_00000008.pt"]
+    assert (run / "plots" / "alignment_teacher_forced_step_00000008.png").stat().st_size > 0
+    assert (run / "plots" / "alignment_free_running_step_00000004.png").stat().st_size > 0
+    assert (run / "samples" / "step_00000008.wav").stat().st_size > 44
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "logs"))
+
+
+def test_checkpoint_loads_with_weights_only_and_stands_alone(small_store, tmp_path):
+    model_config, train_config = micro(max_steps=4)
+    train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "step_00000004.pt", weights_only=True)
+
+    store = FeatureStore(small_store)
+    assert checkpoint["symbols"] == store.symbols
+    assert checkpoint["feature_config"] == store.info["feature_config"]
+    assert checkpoint["text_config"] == store.info["text_config"]
+    assert checkpoint["store_fingerprint"] == store.fingerprint
+    assert checkpoint["progress"]["step"] == 4
+    model = Tacotron2(ModelConfig.from_dict(checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"])
+
+
+def run_cli(*args, **popen):
+    command = [sys.executable, "-m", "taco", *map(str, args)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def weights(run_dir, step):
+    return load_checkpoint(run_dir / "checkpoints" / f"step_{step:08d}.pt")["model"]
+
+
+def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(small_store, micro_config, tmp_path):
+    steps = 12
+    common = ("--config", micro_config, "--device", "cpu", "--quiet")
+    uninterrupted = run_cli("train", small_store, tmp_path / "straight", *common, "--max-steps", steps)
+    assert uninterrupted.wait() == 0, uninterrupted.stderr.read().decode()
+
+    killed = run_cli("train", small_store, tmp_path / "killed", *common, "--max-steps", steps)
+    first = tmp_path / "killed" / "checkpoints" / "step_00000004.pt"
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "checkpoints" / f"step_{steps:08d}.pt").exists(), "finished before the kill"
+
+    resumed = run_cli("train", small_store, tmp_path / "killed", "--resume", "--device", "cpu", "--quiet", "--max-steps", steps)
+    assert resumed.wait() == 0, resumed.stderr.read().decode()
+
+    straight, after_resume = weights(tmp_path / "straight", steps), weights(tmp_path / "killed", steps)
+    for name, tensor in straight.items():
+        assert torch.equal(tensor, after_resume[name]), name
+
+
+def test_sigterm_stops_after_the_step_and_writes_a_checkpoint(small_store, micro_config, tmp_path):
+    process = run_cli("train", small_store, tmp_path / "run", "--config", micro_config, "--max-steps", 100000, "--quiet")
+    first = tmp_path / "run" / "checkpoints" / "step_00000004.pt"
+    deadline = time.monotonic() + 120
+    while not first.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    summary = json.loads(output)
+    assert process.returncode == 0 and summary["stopped_by"] == "signal"
+    assert summary["checkpoint"].endswith(f"step_{summary['steps']:08d}.pt")
+
+
+def test_resume_refuses_a_store_with_another_fingerprint(small_store, tmp_path, make_corpus):
+    model_config, train_config = micro(max_steps=4)
+    train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+    from taco.features.mel import FeatureConfig
+    from taco.features.preprocess import preprocess
+
+    other = tmp_path / "other_store"
+    preprocess(make_corpus(4), other, FeatureConfig(normalization="log"), jobs=1, val_count=1, progress=False)
+    with pytest.raises(TrainingError, match="fingerprint"):
+        train(other, tmp_path / "run", resume=True, progress=False)
+
+
+def test_a_new_run_refuses_a_folder_that_holds_checkpoints(small_store, tmp_path):
+    model_config, train_config = micro(max_steps=4)
+    train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+    with pytest.raises(TrainingError, match="--resume"):
+        train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+
+
+def test_non_finite_losses_skip_steps_and_too_many_stop_the_run(small_store, tmp_path, monkeypatch):
+    import taco.pipeline.train as training
+
+    real_loss = training._loss
+
+    def poisoned(output, batch, model_config, train_config, step):
+        terms = real_loss(output, batch, model_config, train_config, step)
+        return terms._replace(total=terms.total * float("nan")) if step >= 4 else terms
+
+    monkeypatch.setattr(training, "_loss", poisoned)
+    model_config, train_config = micro(max_steps=50, max_nonfinite_steps=3)
+    with pytest.raises(TrainingError, match="NaN/inf for 3 steps in a row at step 7.*step_00000004.pt"):
+        train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+
+
+def test_ranks_get_disjoint_batches_of_equal_count(small_store):
+    store = FeatureStore(small_store)
+    model_config, train_config = micro(batch_frames=800)
+    seen = []
+    for rank in range(2):
+        sampler, loader, _ = make_loaders(store, model_config, train_config, rank=rank, world_size=2)
+        sampler.set_epoch(0)
+        seen.append([int(length) for batch in loader for length in batch["mel_lens"]])
+    assert len(list(make_loaders(store, model_config, train_config, 0, 2)[0])) == len(list(make_loaders(store, model_config, train_config, 1, 2)[0]))
+    assert sorted(seen[0] + seen[1]) == sorted(store.n_frames[store.split_indices("train")].tolist())
+
+
+def test_torchrun_with_two_cpu_processes_trains_and_only_rank_0_writes(small_store, micro_config, tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "-m", "taco", "train", str(small_store), str(tmp_path / "run"), "--config", str(micro_config),
+               "--device", "cpu", "--max-steps", "4", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith("step")) == ["step_00000004.pt"]
+    assert len(os.listdir(tmp_path / "run" / "logs")) == 1
