@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import click
+import numpy as np
 
 from taco.features.corpus import CorpusError
 from taco.features.mel import NORMALIZATIONS, FeatureConfig
@@ -14,12 +16,15 @@ from taco.features.preprocess import DEFAULT_MAX_SECONDS, DEFAULT_SHARD_SIZE, pr
 from taco.features.store import StoreError
 from taco.features.summary import format_summary, summarize
 from taco.features.text import CLEANERS, TextConfig
+from taco.pipeline.alignment import VERDICTS
 from taco.pipeline.checkpoint import CheckpointError
+from taco.pipeline.inspect import REPORT_COLUMNS, InspectError, inspect, report_line
 from taco.pipeline.presets import TRAINING_PRESETS, load_config
+from taco.pipeline.synth import DEFAULT_POWER, SynthConfig, Synthesizer, to_log_mel, write_wav
 from taco.pipeline.train import TrainingError, train
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
-USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, ValueError)
+USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, InspectError, ValueError)
 _defaults = FeatureConfig()
 
 
@@ -31,6 +36,8 @@ def main():
     taco preprocess   corpus (LJSpeech layout) -> feature store
     taco store-info   what a feature store holds; --verify checks every shard
     taco train        feature store -> Tacotron2 checkpoints, logs and alignment plots
+    taco synth        checkpoint + text -> wav
+    taco inspect-alignment  checkpoint + stored utterances or text -> alignment scores and plots
     """
 
 
@@ -161,3 +168,99 @@ def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resu
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(json.dumps(summary, indent=2))
+
+
+@main.command("synth")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.argument("text", required=False)
+@click.option("--output", "-o", default="synth.wav", type=click.Path(dir_okay=False), help="The wav for TEXT.")
+@click.option("--text-file", type=click.Path(exists=True, dir_okay=False), help="Synthesize every non-empty line of this file.")
+@click.option("--out-dir", default="synth", type=click.Path(file_okay=False), help="Where --text-file's wavs go: 0001.wav, 0002.wav, ...")
+@click.option("--batch-size", default=SynthConfig().batch_size, type=click.IntRange(min=1), help="Lines decoded together.")
+@click.option("--gl-iters", default=SynthConfig().griffin_lim_iterations, type=click.IntRange(min=0), help="Griffin-Lim iterations.")
+@click.option("--power", default=DEFAULT_POWER, type=click.FloatRange(min=0, min_open=True), help="Magnitude exponent before Griffin-Lim (>1 sharpens).")
+@click.option("--max-decoder-steps", default=None, type=click.IntRange(min=1), help="Step limit (default: the checkpoint's).")
+@click.option("--save-mel", is_flag=True, help="Also write each mel as .npy: natural log, clamp 1e-5, (n_mels, frames), for NVIDIA/HiFi-GAN vocoders.")
+@click.option("--seed", default=0, help="Seed of the prenet's inference dropout.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_iters, power, max_decoder_steps,
+                  save_mel, seed, device, quiet):
+    """Speak TEXT (or every line of --text-file) with the model in CHECKPOINT; write 16-bit wavs.
+
+    The text goes through the checkpoint's own front end; characters it cannot speak are reported.
+    Griffin-Lim turns the mels into audio.
+    """
+    if (text is None) == (text_file is None):
+        raise click.UsageError("give TEXT or --text-file, not both")
+    try:
+        texts = [text] if text is not None else [line.strip() for line in open(text_file, encoding="utf-8") if line.strip()]
+        if text is not None:
+            paths = [Path(output)]
+        else:
+            paths = [Path(out_dir) / f"{number:04d}.wav" for number in range(1, len(texts) + 1)]
+        config = SynthConfig(batch_size=batch_size, max_decoder_steps=max_decoder_steps,
+                             griffin_lim_iterations=gl_iters, power=power, seed=seed)
+        synthesizer = Synthesizer(checkpoint, device)
+        utterances = synthesizer.synthesize(texts, config, progress=not quiet and len(texts) > 1)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    rate = synthesizer.feature_config.sample_rate
+    for path, utterance in zip(paths, utterances):
+        write_wav(path, utterance.wave, rate)
+        if save_mel:
+            np.save(path.with_suffix(".npy"), to_log_mel(utterance.mel, synthesizer.feature_config.normalization))
+        if utterance.dropped:
+            dropped = ", ".join(f"{char!r} x{count}" for char, count in utterance.dropped.items())
+            click.echo(f"warning: {path.name}: cannot speak {dropped}; left out", err=True)
+        if utterance.hit_step_limit:
+            click.echo(f"warning: {path.name}: reached the decoder step limit without stopping; written as cut", err=True)
+        click.echo(f"{path}  {len(utterance.wave) / rate:.2f} s")
+
+
+@main.command("inspect-alignment")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--store", "store_dir", type=click.Path(exists=True, file_okay=False), help="The feature store of --id and --split.")
+@click.option("--id", "ids", multiple=True, help="A stored utterance (repeatable).")
+@click.option("--split", type=click.Choice(["val", "train"]), help="Score every utterance of this split, worst first.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="With --split: at most this many utterances.")
+@click.option("--text", "texts", multiple=True, help="Free text (repeatable).")
+@click.option("--out-dir", "-o", default="alignment", type=click.Path(file_okay=False), help="Where plots, scores.json and report.tsv go.")
+@click.option("--worst", default=5, type=click.IntRange(min=0), help="With --split: how many of the worst to plot.")
+@click.option("--batch-size", default=16, type=click.IntRange(min=1))
+@click.option("--max-decoder-steps", default=None, type=click.IntRange(min=1), help="Step limit (default: the checkpoint's).")
+@click.option("--seed", default=0, help="Seed of the prenet's inference dropout.")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a table.")
+def inspect_command(checkpoint, store_dir, ids, split, limit, texts, out_dir, worst, batch_size, max_decoder_steps,
+                    seed, device, as_json):
+    """Show why the model in CHECKPOINT does or does not align: attention plots and scores for stored
+    utterances (teacher-forced beside free-running) or free text (free-running).
+
+    \b
+    Scores (of the free-running alignment, a (decoder steps x tokens) matrix of attention weights):
+      focus rate    mean over decoder steps of the largest attention weight (1 = sharp)
+      coverage      share of tokens that are the attention peak of at least one step
+      monotonicity  share of steps whose peak does not move back
+      skipped       runs of 3+ tokens never attended
+      repeated      jumps back of 3+ tokens, or one token held far longer than usual (a stall)
+    Verdict, the first that applies: no-stop (the gate never fired before the step limit),
+    diffuse (focus rate below 0.4), skips, repeats, ok.
+    """
+    try:
+        report = inspect(
+            checkpoint, out_dir, store_dir=store_dir, ids=list(ids) or None, split=split, limit=limit,
+            texts=list(texts) or None, worst_plotted=worst, batch_size=batch_size,
+            max_decoder_steps=max_decoder_steps, seed=seed, device=device, progress=split is not None,
+        )
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo("\t".join(REPORT_COLUMNS))
+    for row in report:
+        click.echo("\t".join(map(str, report_line(row))))
+    verdicts = {verdict: sum(row["verdict"] == verdict for row in report) for verdict in VERDICTS}
+    click.echo("verdicts: " + ", ".join(f"{verdict} {count}" for verdict, count in verdicts.items() if count))
+    click.echo(f"plots and scores.json in {out_dir}")

@@ -71,3 +71,38 @@ def add_utterance(corpus: Path, id_: str, text: str, audio: bytes | None = None)
         metadata.write(f"{id_}|{text}|{text}\n")
     if audio is not None:
         (corpus / "wavs" / f"{id_}.wav").write_bytes(audio)
+
+
+# A model small enough that a training step takes milliseconds on a CPU.
+MICRO = {
+    "preset": "tiny",
+    "model": {
+        "embedding_dim": 32, "encoder_conv_channels": 32, "encoder_lstm_dim": 16, "attention_rnn_dim": 48,
+        "attention_dim": 24, "location_filters": 8, "location_kernel_size": 7, "prenet_dims": [32, 32],
+        "decoder_rnn_dim": 48, "postnet_layers": 2, "postnet_channels": 32, "reduction_factor": 2,
+        "max_decoder_steps": 40,
+    },
+    "training": {"batch_frames": 1600, "warmup_steps": 2, "max_steps": 8, "checkpoint_every": 4, "log_every": 1,
+                 "num_workers": 0, "griffin_lim_iterations": 2},
+}
+
+
+def micro(**training):
+    """The MICRO model and training configs, with training fields replaced by `training`."""
+    from taco.pipeline.model import PRESETS as MODEL_PRESETS
+    from taco.pipeline.model import ModelConfig
+    from taco.pipeline.presets import TRAINING_PRESETS
+    from taco.pipeline.train import TrainConfig
+
+    model = ModelConfig.from_dict(MODEL_PRESETS["tiny"].to_dict() | MICRO["model"])
+    return model, TrainConfig.from_dict(TRAINING_PRESETS["tiny"].to_dict() | MICRO["training"] | training)
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint(small_store, tmp_path_factory) -> Path:
+    """The last checkpoint of an 8-step MICRO run on `small_store`: a real, barely trained model."""
+    from taco.pipeline.train import train
+
+    run = tmp_path_factory.mktemp("micro_run") / "run"
+    train(small_store, run, *micro(), progress=False)
+    return run / "checkpoints" / "step_00000008.pt"

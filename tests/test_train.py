@@ -14,36 +14,16 @@ from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
 from taco.pipeline.checkpoint import load_checkpoint
 from taco.pipeline.losses import tacotron2_loss
-from taco.pipeline.model import PRESETS as MODEL_PRESETS
 from taco.pipeline.model import ModelConfig, Tacotron2
-from taco.pipeline.presets import TRAINING_PRESETS
 from taco.pipeline.train import TrainConfig, TrainingError, learning_rate_factor, make_loaders, train
 
-# A model small enough that a training step takes milliseconds on a CPU.
-MICRO = {
-    "preset": "tiny",
-    "model": {
-        "embedding_dim": 32, "encoder_conv_channels": 32, "encoder_lstm_dim": 16, "attention_rnn_dim": 48,
-        "attention_dim": 24, "location_filters": 8, "location_kernel_size": 7, "prenet_dims": [32, 32],
-        "decoder_rnn_dim": 48, "postnet_layers": 2, "postnet_channels": 32, "reduction_factor": 2,
-        "max_decoder_steps": 40,
-    },
-    "training": {"batch_frames": 1600, "warmup_steps": 2, "max_steps": 8, "checkpoint_every": 4, "log_every": 1,
-                 "num_workers": 0, "griffin_lim_iterations": 2},
-}
-
+from conftest import MICRO, micro
 
 @pytest.fixture
 def micro_config(tmp_path):
     path = tmp_path / "micro.json"
     path.write_text(json.dumps(MICRO))
     return path
-
-
-def micro(**training) -> tuple[ModelConfig, TrainConfig]:
-    """The MICRO configs, with training fields replaced by `training`."""
-    model = ModelConfig.from_dict(MODEL_PRESETS["tiny"].to_dict() | MICRO["model"])
-    return model, TrainConfig.from_dict(TRAINING_PRESETS["tiny"].to_dict() | MICRO["training"] | training)
 
 
 def test_loss_falls_when_overfitting_two_utterances(small_store):

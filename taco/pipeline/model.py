@@ -158,6 +158,7 @@ class Inference(NamedTuple):
     mel_lens: Tensor  # (B,) long, frames (a multiple of r)
     alignments: Tensor  # (B, T_dec_max, T_text), zero beyond each item's last step
     hit_step_limit: Tensor  # (B,) bool: the item never fired its gate and was cut at max_decoder_steps
+    gate_logits: Tensor  # (B, T_dec_max) the stop logit of every step, for plots of why an item stopped
 
 
 class DecoderState(NamedTuple):
@@ -424,12 +425,12 @@ class Decoder(nn.Module):
 
     def infer(
         self, memory: Tensor, memory_mask: Tensor, max_steps: int, gate_threshold: float
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Free running: each step reads the last frame it produced. Every item stops on its own gate
         (a `finished` mask); the loop ends when all have stopped or after max_steps.
 
         -> frames (B, T_dec * r, n_mels) (not masked), step_lens (B,) long, alignments (B, T_dec, T_text),
-        hit_step_limit (B,) bool.
+        hit_step_limit (B,) bool, gate_logits (B, T_dec).
         """
         B = memory.shape[0]
         state = self.initial_state(memory)
@@ -437,11 +438,12 @@ class Decoder(nn.Module):
         frame = memory.new_zeros(B, self.n_mels)  # the go frame
         finished = torch.zeros(B, dtype=torch.bool, device=memory.device)
         step_lens = torch.zeros(B, dtype=torch.long, device=memory.device)
-        frames, alignments = [], []
+        frames, alignments, gate_logits = [], [], []
         for k in range(max_steps):
             step_frames, gate_logit, state = self.step(frame, state, memory, processed_memory, memory_mask)
             frames.append(step_frames)
             alignments.append(state.attention_weights)
+            gate_logits.append(gate_logit)
             # an item's frames include the step whose gate fires (as NVIDIA's inference loop)
             stops_now = ~finished & (torch.sigmoid(gate_logit) > gate_threshold)
             step_lens = step_lens.masked_fill(stops_now, k + 1)
@@ -454,7 +456,8 @@ class Decoder(nn.Module):
         # T_dec x (B, r, n_mels) -> (B, T_dec, r, n_mels) -> (B, T_dec * r, n_mels)
         frames = torch.stack(frames, dim=1).reshape(B, len(frames) * self.r, self.n_mels)
         alignments = torch.stack(alignments, dim=1)  # T_dec x (B, T_text) -> (B, T_dec, T_text)
-        return frames, step_lens, alignments, hit_step_limit
+        gate_logits = torch.stack(gate_logits, dim=1)  # T_dec x (B,) -> (B, T_dec)
+        return frames, step_lens, alignments, hit_step_limit, gate_logits
 
 
 # ----------------------------------------------------------------------------- postnet
@@ -542,7 +545,7 @@ class Tacotron2(nn.Module):
 
         memory_mask = mask_from_lens(token_lens, T_text)  # (B, T_text)
         memory = self.encoder(tokens, token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
-        decoded, step_lens, alignments, hit_step_limit = self.decoder.infer(
+        decoded, step_lens, alignments, hit_step_limit, gate_logits = self.decoder.infer(
             memory, memory_mask, max_steps, self.config.gate_threshold
         )
         T_dec = alignments.shape[1]
@@ -552,4 +555,4 @@ class Tacotron2(nn.Module):
         # the postnet reads nothing after an item's stop (it masks its input), and nothing after it is kept
         mels = (decoded + self.postnet(decoded, mel_mask)) * keep
         alignments = alignments * mask_from_lens(step_lens, T_dec).unsqueeze(-1).to(alignments.dtype)
-        return Inference(mels, mel_lens, alignments, hit_step_limit)
+        return Inference(mels, mel_lens, alignments, hit_step_limit, gate_logits)

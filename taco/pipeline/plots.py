@@ -53,3 +53,50 @@ def save_figure(figure: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def inspection_figure(
+    free_alignment: np.ndarray,
+    predicted_mel: np.ndarray,
+    gate: np.ndarray,
+    gate_threshold: float,
+    labels: str,
+    title: str,
+    forced_alignment: np.ndarray | None = None,
+    target_mel: np.ndarray | None = None,
+) -> Figure:
+    """One utterance on one page: alignments (teacher-forced beside free-running when there is a target),
+    target and predicted mels, and the gate's stop probability per decoder step with its threshold."""
+    alignments = [("free running", free_alignment)]
+    if forced_alignment is not None:
+        alignments.insert(0, ("teacher forced", forced_alignment))
+    mels = [("predicted (free running)", predicted_mel)]
+    if target_mel is not None:
+        mels.insert(0, ("target", target_mel))
+    tokens = free_alignment.shape[1]
+    figure = plt.figure(figsize=(14, 5 + 2.2 * len(mels) + 2), layout="constrained")
+    rows = figure.subfigures(3, 1, height_ratios=[5, 2.2 * len(mels), 2])
+    axes = rows[0].subplots(1, len(alignments), squeeze=False)[0]
+    for axis, (name, alignment) in zip(axes, alignments):
+        # (T_dec, T_text) -> (T_text, T_dec): decoder time runs left to right, text bottom to top
+        axis.imshow(alignment.T, aspect="auto", origin="lower", interpolation="none", vmin=0.0, vmax=1.0)
+        axis.set_title(f"{name} alignment")
+        axis.set_xlabel("decoder step")
+        if len(labels) == tokens and tokens <= MAX_LABELLED_TOKENS:
+            axis.set_yticks(range(tokens))
+            axis.set_yticklabels([char if char != " " else "␣" for char in labels], fontsize=6)
+        else:
+            axis.set_ylabel("token")
+    for axis, (name, mel) in zip(rows[1].subplots(len(mels), 1, sharex=True, squeeze=False)[:, 0], mels):
+        # (frames, n_mels) -> (n_mels, frames): low bands at the bottom
+        axis.imshow(mel.T, aspect="auto", origin="lower", interpolation="none")
+        axis.set_title(f"{name} mel, {len(mel)} frames")
+        axis.set_ylabel("mel band")
+    axis = rows[2].subplots()
+    axis.plot(gate, label="stop probability")
+    axis.axhline(gate_threshold, color="red", linestyle="--", label=f"threshold {gate_threshold:g}")
+    axis.set_ylim(-0.05, 1.05)
+    axis.set_xlabel("decoder step")
+    axis.legend(loc="upper left")
+    figure.suptitle(title)
+    return figure

@@ -1,0 +1,157 @@
+"""Synthesis: checkpoint + text -> mel -> waveform, batched, reading nothing but the checkpoint.
+
+Text goes through the same front end as the feature store (the checkpoint's text config and symbol
+table); the mel goes through Griffin-Lim with the checkpoint's feature config.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+from tqdm import tqdm
+
+from taco.features.mel import MEL_FLOOR, FeatureConfig, denormalize
+from taco.features.text import TextConfig, encode
+from taco.pipeline.checkpoint import CheckpointError, load_checkpoint
+from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, griffin_lim, mel_to_magnitude
+from taco.pipeline.model import ModelConfig, Tacotron2
+
+# Griffin-Lim sharpening: raising the magnitude to 1.5 before phase recovery lowers its phasiness
+# (Tacotron 1, Wang et al. 2017; Coqui TTS's default `power`).
+DEFAULT_POWER = 1.5
+# Peak level of written audio: a little headroom below full scale so 16-bit PCM never clips.
+PEAK_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """How to synthesize; nothing here changes the model."""
+
+    batch_size: int = 16  # lines decoded together; each stops on its own gate
+    max_decoder_steps: int | None = None  # None: the checkpoint's model config
+    griffin_lim_iterations: int = DEFAULT_ITERATIONS
+    power: float = DEFAULT_POWER
+    seed: int = 0  # the prenet's dropout stays on at inference: the seed makes a run repeatable
+
+    def __post_init__(self):
+        if self.batch_size <= 0:
+            raise ValueError(f"SynthConfig.batch_size must be positive, got {self.batch_size}")
+        if self.max_decoder_steps is not None and self.max_decoder_steps <= 0:
+            raise ValueError(f"SynthConfig.max_decoder_steps must be positive, got {self.max_decoder_steps}")
+        if self.power <= 0:
+            raise ValueError(f"SynthConfig.power must be positive, got {self.power}")
+
+
+@dataclass
+class Utterance:
+    """One synthesized line."""
+
+    text: str
+    cleaned: str
+    dropped: dict[str, int]  # characters the symbol table cannot speak -> count
+    tokens: list[int]
+    mel: np.ndarray  # (frames, n_mels) the model's normalized mel
+    alignment: np.ndarray  # (decoder steps, tokens)
+    gate: np.ndarray  # (decoder steps,) stop probability of each step
+    hit_step_limit: bool  # the gate never fired: the audio is cut at the step limit
+    wave: np.ndarray | None  # (samples,) float32 in [-1, 1]; None when not vocoded
+
+
+class Synthesizer:
+    """A model ready for inference, with the configs of the checkpoint it came from."""
+
+    def __init__(self, checkpoint_path: str | os.PathLike, device: str | None = None):
+        checkpoint = load_checkpoint(checkpoint_path)
+        for key in ("model", "model_config", "feature_config", "text_config", "symbols"):
+            if key not in checkpoint:
+                raise CheckpointError(f"{checkpoint_path}: checkpoint lacks {key!r}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model_config = ModelConfig.from_dict(checkpoint["model_config"])
+        self.feature_config = FeatureConfig.from_dict(checkpoint["feature_config"])
+        self.text_config = TextConfig.from_dict(checkpoint["text_config"])
+        self.symbols = checkpoint["symbols"]
+        self.model = Tacotron2(self.model_config)
+        self.model.load_state_dict(checkpoint["model"])
+        self.model.to(self.device).eval()
+
+    @torch.no_grad()
+    def synthesize(self, texts: list[str], config: SynthConfig = SynthConfig(), progress: bool = False,
+                   vocode: bool = True) -> list[Utterance]:
+        """Mels, alignments and (with `vocode`) waveforms for `texts`, in their order.
+
+        Texts with nothing to speak raise ValueError naming them."""
+        encoded = [encode(text, self.text_config) for text in texts]
+        for number, (text, item) in enumerate(zip(texts, encoded), start=1):
+            if len(item.ids) <= int(self.text_config.add_eos):
+                raise ValueError(f"text {number} ({text!r}) has nothing the model can speak")
+        torch.manual_seed(config.seed)
+        # similar lengths decode together: a batch runs as long as its longest item
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
+        results: list[Utterance | None] = [None] * len(texts)
+        with tqdm(total=len(texts), unit="line", desc="synth", disable=not progress) as bar:
+            for start in range(0, len(order), config.batch_size):
+                chunk = order[start : start + config.batch_size]
+                batch = self._synthesize_batch([texts[i] for i in chunk], [encoded[i] for i in chunk], config, vocode)
+                for i, utterance in zip(chunk, batch):
+                    results[i] = utterance
+                bar.update(len(chunk))
+        return results
+
+    def _synthesize_batch(self, texts, encoded, config: SynthConfig, vocode: bool) -> list[Utterance]:
+        token_lens = torch.tensor([len(item.ids) for item in encoded])
+        tokens = torch.zeros(len(encoded), int(token_lens.max()), dtype=torch.long)  # pad id 0
+        for row, item in enumerate(encoded):
+            tokens[row, : len(item.ids)] = torch.tensor(item.ids)
+        inference = self.model.infer(tokens.to(self.device), token_lens.to(self.device), config.max_decoder_steps)
+        waves = None
+        if vocode:
+            # (B, T, n_mels) -> (B, n_mels, T): the whole batch through Griffin-Lim at once
+            magnitudes = mel_to_magnitude(inference.mels.transpose(1, 2).float(), self.feature_config)
+            waves = griffin_lim(magnitudes, self.feature_config, config.griffin_lim_iterations, power=config.power,
+                                seed=config.seed)
+        utterances = []
+        r = self.model_config.reduction_factor
+        for row, (text, item) in enumerate(zip(texts, encoded)):
+            frames = int(inference.mel_lens[row])
+            steps = frames // r
+            wave = None
+            if waves is not None:
+                wave = waves[row, : (frames - 1) * self.feature_config.hop_length].cpu().numpy()
+                wave = (wave * PEAK_LEVEL / max(float(np.abs(wave).max()), 1e-8)).astype(np.float32)
+            utterances.append(Utterance(
+                text=text,
+                cleaned=item.cleaned,
+                dropped=item.dropped,
+                tokens=item.ids,
+                mel=inference.mels[row, :frames].float().cpu().numpy(),
+                alignment=inference.alignments[row, :steps, : len(item.ids)].float().cpu().numpy(),
+                gate=torch.sigmoid(inference.gate_logits[row, :steps].float()).cpu().numpy(),
+                hit_step_limit=bool(inference.hit_step_limit[row]),
+                wave=wave,
+            ))
+        return utterances
+
+
+def synthesize(checkpoint_path: str | os.PathLike, texts: list[str], config: SynthConfig = SynthConfig(),
+               device: str | None = None) -> list[Utterance]:
+    """The Python API of `taco synth`: waveforms (and mels, alignments) for `texts`."""
+    return Synthesizer(checkpoint_path, device).synthesize(texts, config)
+
+
+def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM, mono."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, wave, sample_rate, subtype="PCM_16")
+
+
+def to_log_mel(mel: np.ndarray, normalization: str) -> np.ndarray:
+    """(frames, n_mels) taco feature -> (n_mels, frames) natural-log mel clamped at 1e-5, the input
+    convention of NVIDIA/tacotron2's and HiFi-GAN's vocoders."""
+    magnitude = denormalize(torch.from_numpy(mel).double(), normalization)
+    # (frames, n_mels) -> (n_mels, frames)
+    return torch.log(magnitude.clamp(min=MEL_FLOOR)).T.float().numpy()
