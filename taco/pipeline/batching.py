@@ -25,6 +25,11 @@ import torch
 from taco.features.text import PAD_ID
 
 
+# Sort keys are lengths scaled by up to +-2%: enough to vary which neighbours share a batch each epoch,
+# at about 0.7 points of padding (bundled corpus: 4.3% with no jitter, 5.0% at 2%, 6.6% at 5%; measured).
+DEFAULT_LENGTH_JITTER = 0.02
+
+
 class FrameBudget:
     """How much one batch may hold: padded frames (`max_frames`) or a fixed count (`batch_size`).
 
@@ -78,7 +83,7 @@ def bucket_batches(
     epoch: int = 0,
     rank: int = 0,
     world_size: int = 1,
-    length_jitter: float = 0.05,
+    length_jitter: float = DEFAULT_LENGTH_JITTER,
 ) -> list[list[int]]:
     """This rank's batches for one epoch: lists of positions in `lengths` (mel frames per utterance).
 
@@ -208,7 +213,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        length_jitter: float = 0.05,
+        length_jitter: float = DEFAULT_LENGTH_JITTER,
     ):
         self.lengths = _validated_lengths(lengths).copy()
         self.max_frames = max_frames
