@@ -2,16 +2,44 @@
 
 The Python API behind each `taco` command:
 
-    from taco import FeatureConfig, TextConfig, preprocess, summarize, FeatureStore
-    summary = preprocess("corpus/ljspeech_espeak", "stores/demo", FeatureConfig(normalization="log"))
+    from taco import preprocess, FeatureStore, load_config, train, synthesize, inspect
+
+    preprocess("corpus/ljspeech_espeak", "stores/demo")             # taco preprocess
     store = FeatureStore("stores/demo")
-    tokens, mel = store[0]   # (n_tokens,) int64, (n_frames, n_mels) float32
+    tokens, mel = store[0]                   # (n_tokens,) int64, (n_frames, n_mels) float32
+    model_config, train_config = load_config("tiny")
+    train("stores/demo", "runs/demo", model_config, train_config)   # taco train
+    [utterance] = synthesize("runs/demo/checkpoints/best.pt", ["Hello."])   # taco synth
+    report = inspect("runs/demo/checkpoints/best.pt", "alignment", store_dir="stores/demo", split="val")
 """
 
-from taco.features.mel import FeatureConfig
-from taco.features.preprocess import preprocess
-from taco.features.store import FeatureStore, StoreError
-from taco.features.summary import summarize
-from taco.features.text import TextConfig, encode
+import importlib
 
-__all__ = ["FeatureConfig", "FeatureStore", "StoreError", "TextConfig", "encode", "preprocess", "summarize"]
+# Imported on first use (PEP 562): preprocessing workers import taco.features, and importing the whole
+# API with them would load tensorboard and matplotlib into every worker for nothing.
+_EXPORTS = {
+    "FeatureConfig": "taco.features.mel",
+    "FeatureStore": "taco.features.store",
+    "StoreError": "taco.features.store",
+    "TextConfig": "taco.features.text",
+    "encode": "taco.features.text",
+    "preprocess": "taco.features.preprocess",
+    "summarize": "taco.features.summary",
+    "ModelConfig": "taco.pipeline.model",
+    "Tacotron2": "taco.pipeline.model",
+    "TrainConfig": "taco.pipeline.train",
+    "train": "taco.pipeline.train",
+    "load_config": "taco.pipeline.presets",
+    "SynthConfig": "taco.pipeline.synth",
+    "Synthesizer": "taco.pipeline.synth",
+    "synthesize": "taco.pipeline.synth",
+    "inspect": "taco.pipeline.inspect",
+    "score_alignment": "taco.pipeline.alignment",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'taco' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
