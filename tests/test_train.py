@@ -183,3 +183,15 @@ def test_torchrun_with_two_cpu_processes_trains_and_only_rank_0_writes(small_sto
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith("step")) == ["step_00000004.pt"]
     assert len(os.listdir(tmp_path / "run" / "logs")) == 1
+
+
+def test_training_in_pieces_with_stop_at_equals_one_run(small_store, tmp_path):
+    model_config, train_config = micro()
+    train(small_store, tmp_path / "whole", model_config, train_config, progress=False)
+    first = train(small_store, tmp_path / "pieces", model_config, train_config, stop_at=4, progress=False)
+    second = train(small_store, tmp_path / "pieces", resume=True, progress=False)
+
+    assert (first["stopped_by"], first["steps"]) == ("stop_at", 4)
+    assert (second["stopped_by"], second["steps"]) == ("max_steps", 8)
+    whole, pieces = weights(tmp_path / "whole", 8), weights(tmp_path / "pieces", 8)
+    assert all(torch.equal(whole[name], pieces[name]) for name in whole)

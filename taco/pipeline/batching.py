@@ -123,14 +123,17 @@ def bucket_batches(
     rng = np.random.default_rng((seed, epoch))
     keys = lengths * (1.0 + rng.uniform(-length_jitter, length_jitter, size=len(lengths)))
     order = np.argsort(keys, kind="stable")
-    batches = _cut(order, lengths, budget)
+    batches = cut_batches(order, lengths, budget)
     batches = [batches[i] for i in rng.permutation(len(batches))]
     batches = _split_to_multiple(batches, world_size)
     return batches[rank::world_size]
 
 
-def _cut(order: np.ndarray, lengths: np.ndarray, budget: FrameBudget) -> list[list[int]]:
-    """Consecutive runs of `order`, each as long as the budget allows."""
+def cut_batches(order: np.ndarray, lengths: np.ndarray, budget: FrameBudget) -> list[list[int]]:
+    """Consecutive runs of `order` (positions in `lengths`), each as long as `budget` allows: a greedy cut.
+
+    `budget` is reset first and used as scratch. An utterance over the budget on its own gets a batch of its own.
+    """
     batches: list[list[int]] = []
     batch: list[int] = []
     budget.reset()

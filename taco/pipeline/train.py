@@ -32,7 +32,6 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from taco.features.store import FeatureStore
-from taco.features.text import decode
 from taco.pipeline.batching import BucketBatchSampler, collate
 from taco.pipeline.checkpoint import (
     BEST_FILE,
@@ -138,6 +137,7 @@ def train(
     *,
     resume: bool = False,
     max_steps: int | None = None,
+    stop_at: int | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict:
@@ -146,7 +146,8 @@ def train(
     A new run needs both configs; `model_config.n_symbols` and `n_mels` are taken from the store. With
     `resume`, the configs come from the latest checkpoint in `run_dir` (pass none) and training continues
     exactly where it stopped. `max_steps`, when given, replaces the configured number of steps (to train
-    longer on resume). `device`: "cpu", "cuda", "cuda:1", ...; default CUDA when available. Under torchrun,
+    longer on resume; the learning-rate schedule stretches to it). `stop_at` ends this call at that step
+    and leaves the schedule alone, for training in pieces that resume one another. `device`: "cpu", "cuda", "cuda:1", ...; default CUDA when available. Under torchrun,
     each rank uses its LOCAL_RANK's GPU.
     """
     store = FeatureStore(store_dir)
@@ -163,6 +164,7 @@ def train(
         model_config = dataclasses.replace(model_config, n_symbols=len(store.symbols), n_mels=store.feature_config.n_mels)
     if max_steps is not None:
         train_config = dataclasses.replace(train_config, max_steps=max_steps)
+    last_step = train_config.max_steps if stop_at is None else min(stop_at, train_config.max_steps)
     torch.manual_seed(train_config.seed)
 
     model = Tacotron2(model_config).to(device)
@@ -189,11 +191,12 @@ def train(
     stop = _StopSignal()
     nonfinite_in_a_row = 0
     last_terms: LossTerms | None = None
-    bar = tqdm(total=train_config.max_steps, initial=state.step, unit="step", desc="train",
+    last_val_loss: LossTerms | None = None
+    bar = tqdm(total=last_step, initial=state.step, unit="step", desc="train",
                disable=not progress or rank != 0, dynamic_ncols=True)
     started, started_step = time.perf_counter(), state.step
     with stop.installed():
-        while state.step < train_config.max_steps and not stop.requested:
+        while state.step < last_step and not stop.requested:
             for batch in train_loader:
                 batch = {key: value.to(device) for key, value in batch.items()}
                 terms, grad_norm = _train_step(trained, optimizer, scaler, batch, model_config, train_config,
@@ -221,14 +224,16 @@ def train(
                 if state.step % train_config.checkpoint_every == 0 and writer is not None:
                     writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
                     writer.samples(model, store, val_loader, state.step, train_config)
-                if state.step >= train_config.max_steps or stop.requested:
+                if state.step >= last_step or stop.requested:
                     break
             else:
                 # the epoch ran to its end: validate, then start the next one
                 # every rank validates the whole (small) validation split, so the ranks agree without a reduce
                 val_loss = _validate(model, val_loader, model_config, train_config, state.step, autocast_dtype, device)
-                if writer is not None and val_loss is not None:
-                    writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
+                if val_loss is not None:
+                    last_val_loss = val_loss
+                    if writer is not None:
+                        writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
                 state.epoch += 1
                 state.batches_done = 0
                 sampler.set_epoch(state.epoch)
@@ -244,11 +249,16 @@ def train(
         "run_dir": str(run_dir),
         "steps": state.step,
         "epochs": state.epoch,
-        "stopped_by": "signal" if stop.requested else "max_steps",
-        "last_loss": {name: value.item() for name, value in last_terms._asdict().items()} if last_terms else None,
+        "stopped_by": "signal" if stop.requested else ("max_steps" if state.step >= train_config.max_steps else "stop_at"),
+        "last_loss": _as_floats(last_terms),
+        "last_val_loss": _as_floats(last_val_loss),
         "best_val_loss": None if math.isinf(state.best_val_loss) else state.best_val_loss,
         "checkpoint": str(latest_checkpoint(run_dir / "checkpoints")),
     }
+
+
+def _as_floats(terms: LossTerms | None) -> dict[str, float] | None:
+    return None if terms is None else {name: value.item() for name, value in terms._asdict().items()}
 
 
 def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: TrainConfig, rank: int = 0,
@@ -493,9 +503,7 @@ class _RunWriter:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             forced = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
             free = model.infer(batch["tokens"], batch["token_lens"])
-        text = decode(tokens.tolist(), store.text_config.symbols_version)
-        # decode drops pad and EOS; label the axis only when characters and tokens line up
-        label = text if len(text) == len(tokens) else None
+        label = "".join(store.symbols[token] for token in tokens)  # one character per token, EOS included
         forced_alignment = forced.alignments[0].float().cpu().numpy()
         free_alignment = free.alignments[0, : int(free.mel_lens[0]) // self.model_config.reduction_factor].float().cpu().numpy()
         plots = self.run_dir / "plots"

@@ -1,0 +1,100 @@
+"""How fast `tiny` learns to align on the bundled corpus, on this machine's CPU.
+
+    python benchmarks/alignment.py [--minutes 20] [--eval-every 100] [--config tiny] [--out DIR]
+
+Trains the `tiny` preset (or `--config`) with `taco.train` on a store of corpus/ljspeech_espeak, in
+pieces of `--eval-every` steps (`stop_at`; each piece resumes the last exactly, the learning-rate schedule
+is the config's), until
+the training time reaches `--minutes`. After each chunk it scores the validation split with
+`taco.inspect` and prints a row: steps, training minutes, the last training loss, the validation loss of
+the last epoch, and the focus rate (the mean over utterances of the mean over decoder steps of the
+largest attention weight; FastSpeech, Ren et al. 2019), teacher-forced and free-running, with the
+free-running verdicts. Training minutes exclude the scoring; the total wall time is printed at the end.
+
+Target (from the issue): a teacher-forced focus rate of at least 0.5, with a visibly diagonal plot,
+within 20 minutes on 2 cores. The plots of the last evaluation are in OUT/alignment_STEP/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taco.features.preprocess import preprocess
+from taco.pipeline.inspect import inspect
+from taco.pipeline.presets import load_config
+from taco.pipeline.train import train
+
+BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
+TARGET_FOCUS_RATE = 0.5
+TARGET_MINUTES = 20.0
+
+
+def evaluate(checkpoint: Path, store: Path, out: Path) -> dict:
+    """Mean focus rates and verdict counts of the validation split."""
+    report = inspect(checkpoint, out, store_dir=store, split="val", worst_plotted=2, device="cpu")
+    return {
+        "focus_free": float(np.mean([row["scores"]["focus_rate"] for row in report])),
+        "focus_forced": float(np.mean([row["teacher_forced"]["focus_rate"] for row in report])),
+        "verdicts": Counter(row["verdict"] for row in report),
+        "utterances": len(report),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=TARGET_MINUTES, help="training time budget")
+    parser.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
+    parser.add_argument("--config", default="tiny", help="preset or JSON config file")
+    parser.add_argument("--out", type=Path, default=Path("benchmark-alignment"), help="store, run and plots go here")
+    args = parser.parse_args()
+
+    store, run = args.out / "store", args.out / "run"
+    preprocess(BUNDLED_CORPUS, store, progress=False)
+    model_config, train_config = load_config(args.config)
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"config {args.config}: reduction factor {model_config.reduction_factor}, batch_frames "
+          f"{train_config.batch_frames}, guided attention weight {train_config.guided_attention_weight} "
+          f"(half-life {train_config.guided_attention_half_life} steps)\n")
+    print("| steps | train min | train loss | val loss | focus rate (teacher-forced) | focus rate (free-running) | free-running verdicts |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+
+    started, training_seconds, steps, reached = time.perf_counter(), 0.0, 0, None
+    while training_seconds < args.minutes * 60:
+        steps += args.eval_every
+        chunk_start = time.perf_counter()
+        # pieces of one run: stop_at keeps the learning-rate schedule of the config's max_steps
+        if steps == args.eval_every:
+            summary = train(store, run, model_config, train_config, stop_at=steps, device="cpu", progress=False)
+        else:
+            summary = train(store, run, resume=True, stop_at=steps, device="cpu", progress=False)
+        training_seconds += time.perf_counter() - chunk_start
+        scores = evaluate(Path(summary["checkpoint"]), store, args.out / f"alignment_{steps:05d}")
+        val = summary["last_val_loss"]["total"] if summary["last_val_loss"] else float("nan")
+        verdicts = ", ".join(f"{verdict} {count}" for verdict, count in scores["verdicts"].most_common())
+        print(f"| {steps} | {training_seconds / 60:.1f} | {summary['last_loss']['total']:.3f} | {val:.3f} | "
+              f"{scores['focus_forced']:.3f} | {scores['focus_free']:.3f} | {verdicts} |", flush=True)
+        if reached is None and scores["focus_forced"] >= TARGET_FOCUS_RATE:
+            reached = (steps, training_seconds / 60)
+
+    print(f"\ntotal wall time {(time.perf_counter() - started) / 60:.1f} min (training {training_seconds / 60:.1f})")
+    if reached:
+        print(f"target focus rate >= {TARGET_FOCUS_RATE} (teacher-forced): reached at step {reached[0]}, "
+              f"{reached[1]:.1f} training minutes: {'pass' if reached[1] <= TARGET_MINUTES else 'FAIL'}")
+    else:
+        print(f"target focus rate >= {TARGET_FOCUS_RATE} (teacher-forced): not reached: FAIL")
+    print(f"plots: {args.out}/alignment_{steps:05d}/ and {run}/plots/")
+    (args.out / "result.json").write_text(json.dumps({"reached": reached, "steps": steps}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
