@@ -6,13 +6,14 @@ magnitudes (synthesis), so the two can never drift apart.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from taco.config import JsonConfig
 
 NORMALIZATIONS = ("db", "log")
 
@@ -33,7 +34,7 @@ _SLANEY_LOG_STEP = math.log(6.4) / 27.0
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(JsonConfig):
     """How audio becomes a normalized mel spectrogram. Defaults: NVIDIA/tacotron2 hparams."""
 
     sample_rate: int = 22050  # LJSpeech's rate
@@ -62,17 +63,6 @@ class FeatureConfig:
             raise ValueError(f"FeatureConfig.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.trim_db is not None and self.trim_db <= 0:
             raise ValueError(f"FeatureConfig.trim_db must be positive or None, got {self.trim_db}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> FeatureConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown FeatureConfig fields: {sorted(unknown)}")
-        return cls(**values)
 
 
 def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
+
+from taco.config import JsonConfig
 
 # ----------------------------------------------------------------------------- symbols
 
@@ -317,7 +319,7 @@ def clean_text(text: str, cleaners: str = "english") -> str:
 
 
 @dataclass(frozen=True)
-class TextConfig:
+class TextConfig(JsonConfig):
     """How text becomes token ids. Saved in the feature store and in checkpoints, so that
     synthesis encodes text exactly as the training data was encoded."""
 
@@ -335,15 +337,6 @@ class TextConfig:
         if not isinstance(self.add_eos, bool):
             raise TypeError(f"add_eos must be a bool, got {self.add_eos!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TextConfig:
-        unknown = set(d) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TextConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -17,13 +17,14 @@ WaveNet on Mel Spectrogram Predictions") and NVIDIA/tacotron2's hparams.py.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from taco.config import JsonConfig
 
 # ----------------------------------------------------------------------------- config
 
@@ -39,7 +40,7 @@ _PROBABILITIES = ("prenet_dropout", "conv_dropout", "attention_dropout", "decode
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JsonConfig):
     """Every size of the network. Defaults: Tacotron2 paper and NVIDIA/tacotron2 hparams ("base")."""
 
     n_symbols: int = 40  # taco's symbol table v1 has 40; training sets it from the store (NVIDIA's has 148)
@@ -99,18 +100,6 @@ class ModelConfig:
         """Width of the encoder output (the attention memory): both LSTM directions."""
         return 2 * self.encoder_lstm_dim
 
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["prenet_dims"] = list(self.prenet_dims)
-        return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
-        return cls(**values)  # __post_init__ turns prenet_dims into a tuple
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from taco.config import JsonConfig
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import BucketBatchSampler, collate
 from taco.pipeline.checkpoint import (
@@ -53,7 +54,7 @@ AMP_MODES = ("bf16", "fp16", "none")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """How to train. Defaults: NVIDIA/tacotron2 hparams and the seed, unless a comment says otherwise."""
 
     batch_frames: int | None = 40_000  # padded mel frames per batch: ~64 LJSpeech utterances (NVIDIA batch 64)
@@ -88,15 +89,6 @@ class TrainConfig:
         if not 0 < self.final_learning_rate <= self.learning_rate:
             raise ValueError("TrainConfig needs 0 < final_learning_rate <= learning_rate")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {sorted(unknown)}")
-        return cls(**values)
 
 
 class TrainingError(Exception):

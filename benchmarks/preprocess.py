@@ -1,0 +1,350 @@
+"""Preprocess throughput and peak memory: taco against a bare floor and a librosa pipeline.
+
+    python benchmarks/preprocess.py [--corpus DIR | --count N] [--jobs J] [--repeat R]
+
+Measured on one LJSpeech-layout corpus (`--corpus`, or `--count` utterances of espeak-ng speech made
+by scripts/make_corpus.py into a cache folder, reused by later runs), with J workers:
+
+- taco preprocess: `taco.features.preprocess.preprocess(corpus, fresh store, jobs=J)`, wall time
+  from the call to its return: pool start-up, text front end, read, mel, HDF5 write, fsync, index.
+- floor: the same files in one process with one torch thread (as each taco worker runs): soundfile
+  read (+ soxr when a file is not at the feature rate) + `taco.features.mel.mel_spectrogram`; no
+  text, no pool, no writing. Its throughput times J is the floor: what a perfect J-worker pool reaches.
+- J-process floor: the same bare loop in J processes at once, each on every J-th file, timed by the
+  slowest. Far below the floor means the machine does not give J cores' worth (SMT, a busy host),
+  so "of floor" then measures the machine more than taco.
+- librosa pipeline: joblib loky with J workers over chunks of files the size of taco's shards:
+  `librosa.load` + `librosa.feature.melspectrogram` (magnitude, same STFT and mel sizes) + the dB
+  normalization of Coqui TTS's AudioProcessor; the mels come back to the caller, nothing is written.
+- peak memory of taco preprocess, on the whole corpus and on its first quarter: the main process's
+  peak RSS plus J times the largest worker's (RUSAGE_SELF, and RUSAGE_CHILDREN once the workers exit).
+
+Every run is a fresh Python process (`--_measure`), so each starts its own pool and its peak RSS is
+its own. The measurements take turns, R rounds of all of them, so that a busy moment on the machine
+does not land on one of them only. Throughput is audio seconds per wall second ("x real time") of
+the best of the R runs; peak memory is the largest of them. The files are read once before any
+timing, so every run reads them from the page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import joblib
+import numpy as np
+import soundfile
+import soxr
+import torch
+from joblib.externals.loky import get_reusable_executor
+
+from taco.features.corpus import Entry, read_metadata
+from taco.features.mel import FeatureConfig, mel_spectrogram
+from taco.features.preprocess import DEFAULT_SHARD_SIZE, preprocess
+
+MAKE_CORPUS = Path(__file__).resolve().parents[1] / "scripts" / "make_corpus.py"
+# make_corpus.py finds about 900 utterances per voice; three voices are enough for 2000.
+CORPUS_VOICES = "en-us,en-gb,en-us+f3"
+DEFAULT_COUNT = 1000
+DEFAULT_REPEAT = 3
+# Peak memory is measured on the whole corpus and on its first 1/MEMORY_SMALL_FRACTION.
+MEMORY_SMALL_FRACTION = 4
+KIB = 1024
+MIB = 1024 * 1024
+
+# Targets from the issue.
+TARGET_REAL_TIME = 1000.0
+TARGET_OF_FLOOR = 0.7
+TARGET_VS_LIBROSA = 2.0
+# "Does not grow": the whole corpus may take at most this much more peak RSS than its first quarter.
+MEMORY_GROWTH_TOLERANCE = 1.10
+
+# Coqui TTS AudioProcessor defaults (TTS/utils/audio/processor.py, numpy_transforms.py, BaseAudioConfig):
+# dB = spec_gain * log10(max(floor, mel)) - ref_level_db; [min_level_db, 0] dB -> [0, 1] ->
+# [-max_norm, max_norm] (symmetric_norm), clipped (clip_norm).
+COQUI_SPEC_GAIN = 20.0
+COQUI_AMP_FLOOR = 1e-8
+COQUI_REF_LEVEL_DB = 20.0
+COQUI_MIN_LEVEL_DB = -100.0
+COQUI_MAX_NORM = 4.0
+
+PIPELINES = ("taco", "floor", "librosa")
+POOLED = ("taco", "librosa")  # the pipelines that start a joblib pool
+
+
+# ---- corpus -------------------------------------------------------------------------------------
+
+
+def cached_corpus(count: int) -> Path:
+    """The --count corpus, made by scripts/make_corpus.py on first use and reused after."""
+    corpus = Path(tempfile.gettempdir()) / f"taco-bench-corpus-{count}"
+    if (corpus / "metadata.csv").is_file():
+        return corpus
+    partial = corpus.with_name(corpus.name + ".partial")  # renamed when whole: a killed run leaves no half corpus
+    shutil.rmtree(partial, ignore_errors=True)
+    print(f"making a {count}-utterance corpus in {corpus} ...", file=sys.stderr)
+    command = [sys.executable, str(MAKE_CORPUS), str(partial), "--count", str(count), "--format", "wav",
+               "--voices", CORPUS_VOICES]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)  # its progress goes to stderr
+    partial.rename(corpus)
+    return corpus
+
+
+def corpus_entries(corpus: Path, limit: int | None = None) -> list[Entry]:
+    """The first `limit` (all when None) usable metadata entries of an LJSpeech-layout corpus."""
+    entries, _ = read_metadata(corpus / "metadata.csv", corpus / "wavs")
+    return entries[:limit]
+
+
+def write_metadata(entries: list[Entry], path: Path) -> None:
+    """A metadata file naming exactly `entries`, so that taco preprocess reads the files the others read."""
+    path.write_text("".join(f"{e.id}|{e.text}|{e.text}\n" for e in entries), encoding="utf-8")
+
+
+def audio_seconds(entries: list[Entry]) -> float:
+    return sum(soundfile.info(e.audio_path).duration for e in entries if e.audio_path.is_file())
+
+
+def warm_page_cache(entries: list[Entry]) -> None:
+    for entry in entries:
+        if entry.audio_path.is_file():
+            entry.audio_path.read_bytes()
+
+
+# ---- the pipelines, each run inside its own `--_measure` process ----------------------------------
+
+
+def run_floor(entries: list[Entry], config: FeatureConfig) -> None:
+    torch.set_num_threads(1)  # as in each taco worker
+    for entry in entries:
+        samples, rate = soundfile.read(entry.audio_path, dtype="float32")
+        if samples.ndim == 2:
+            samples = samples.mean(axis=1)  # (samples, channels) -> (samples,)
+        if rate != config.sample_rate:
+            samples = soxr.resample(samples, rate, config.sample_rate, quality="HQ")
+        mel_spectrogram(torch.from_numpy(samples), config)
+
+
+def run_librosa(entries: list[Entry], config: FeatureConfig, jobs: int) -> None:
+    chunks = [[str(e.audio_path) for e in entries[start : start + DEFAULT_SHARD_SIZE]]
+              for start in range(0, len(entries), DEFAULT_SHARD_SIZE)]
+    # a plain dict, not the FeatureConfig: unpickling that would import taco, and torch, in each worker
+    settings = config.to_dict()
+    results = joblib.Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
+        joblib.delayed(librosa_chunk)(chunk, settings) for chunk in chunks
+    )
+    for _ in results:
+        pass  # each chunk's mels arrive here and are let go, as a caller that stores them would
+
+
+def librosa_chunk(paths: list[str], settings: dict) -> list[np.ndarray]:
+    """Normalized mels (n_mels, frames) of `paths`, the way Coqui TTS's AudioProcessor makes them.
+
+    `settings` is a FeatureConfig.to_dict().
+    """
+    import librosa  # here, not at the top, so that taco's peak-RSS runs never load it
+
+    mels = []
+    for path in paths:
+        wave, _ = librosa.load(path, sr=settings["sample_rate"])
+        mel = librosa.feature.melspectrogram(
+            y=wave,
+            sr=settings["sample_rate"],
+            n_fft=settings["n_fft"],
+            hop_length=settings["hop_length"],
+            win_length=settings["win_length"],
+            n_mels=settings["n_mels"],
+            fmin=settings["f_min"],
+            fmax=settings["f_max"],
+            power=1.0,
+            pad_mode="reflect",  # as taco and Coqui pad (librosa's default pads with zeros)
+        )
+        db = COQUI_SPEC_GAIN * np.log10(np.maximum(COQUI_AMP_FLOOR, mel)) - COQUI_REF_LEVEL_DB
+        unit = (db - COQUI_MIN_LEVEL_DB) / -COQUI_MIN_LEVEL_DB
+        normalized = np.clip(2 * COQUI_MAX_NORM * unit - COQUI_MAX_NORM, -COQUI_MAX_NORM, COQUI_MAX_NORM)
+        mels.append(normalized.astype(np.float32))
+    return mels
+
+
+def measure(pipeline: str, corpus: Path, limit: int, jobs: int, part: int | None) -> dict:
+    """Run one pipeline once in this process: wall seconds, peak RSS of this process and of its largest worker.
+
+    With `part`, only every `jobs`-th utterance from the `part`-th on (for the J-process floor).
+    """
+    entries = corpus_entries(corpus, limit)
+    if part is not None:
+        entries = entries[part::jobs]
+    config = FeatureConfig()
+    with tempfile.TemporaryDirectory(prefix="taco-bench-") as work:
+        metadata = Path(work) / "metadata.csv"
+        write_metadata(entries, metadata)
+        start = time.perf_counter()
+        if pipeline == "taco":
+            preprocess(corpus, Path(work) / "store", config, metadata=metadata, jobs=jobs, progress=False)
+        elif pipeline == "floor":
+            run_floor(entries, config)
+        else:
+            run_librosa(entries, config, jobs)
+        seconds = time.perf_counter() - start
+    if pipeline in POOLED:
+        # workers count in RUSAGE_CHILDREN only once they have exited and been waited for
+        get_reusable_executor(max_workers=jobs).shutdown(wait=True)
+    return {
+        "seconds": seconds,
+        "main_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB,
+        "worker_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB,
+    }
+
+
+# ---- the runs, each in a fresh process ------------------------------------------------------------
+
+
+def measure_command(pipeline: str, corpus: Path, limit: int, jobs: int, part: int | None = None) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--_measure", pipeline, "--corpus", str(corpus),
+               "--_limit", str(limit), "--jobs", str(jobs)]
+    return command + ["--_part", str(part)] if part is not None else command
+
+
+def run_measurement(pipeline: str, corpus: Path, limit: int, jobs: int) -> dict:
+    # stdout is the result; stderr passes through, so that a failing run shows why
+    result = subprocess.run(measure_command(pipeline, corpus, limit, jobs), check=True, stdout=subprocess.PIPE,
+                            text=True)
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def run_parallel_floor(corpus: Path, limit: int, jobs: int) -> dict:
+    """The floor loop in `jobs` processes at once, each on its share of the files; timed by the slowest."""
+    processes = [subprocess.Popen(measure_command("floor", corpus, limit, jobs, part), stdout=subprocess.PIPE,
+                                  text=True) for part in range(jobs)]
+    outputs = [process.communicate()[0] for process in processes]
+    if any(process.returncode for process in processes):
+        raise RuntimeError("a J-process floor run failed; its error is above")
+    return {"seconds": max(json.loads(output.splitlines()[-1])["seconds"] for output in outputs)}
+
+
+def run_all(corpus: Path, n_utterances: int, jobs: int, repeat: int) -> dict[str, list[dict]]:
+    """R rounds of every measurement, taking turns; the runs of each measurement by name."""
+    small = n_utterances // MEMORY_SMALL_FRACTION
+    runs: dict[str, list[dict]] = {"taco": [], "taco_small": [], "floor": [], "parallel_floor": [], "librosa": []}
+    for number in range(1, repeat + 1):
+        print(f"round {number}/{repeat} ...", file=sys.stderr)
+        runs["taco"].append(run_measurement("taco", corpus, n_utterances, jobs))
+        runs["floor"].append(run_measurement("floor", corpus, n_utterances, jobs))
+        runs["parallel_floor"].append(run_parallel_floor(corpus, n_utterances, jobs))
+        runs["librosa"].append(run_measurement("librosa", corpus, n_utterances, jobs))
+        runs["taco_small"].append(run_measurement("taco", corpus, small, jobs))
+    return runs
+
+
+# ---- report -------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return models[0] if models else platform.processor() or "unknown CPU"
+
+
+def best_seconds(runs: list[dict]) -> float:
+    return min(run["seconds"] for run in runs)
+
+
+def describe_times(runs: list[dict]) -> str:
+    return f"best {best_seconds(runs):.2f} s of " + ", ".join(f"{run['seconds']:.2f}" for run in runs)
+
+
+def peak_rss(runs: list[dict], jobs: int) -> int:
+    """Largest main process plus J workers at the largest: an upper bound on the run's total RSS."""
+    return max(run["main_rss"] for run in runs) + jobs * max(run["worker_rss"] for run in runs)
+
+
+def describe_memory(runs: list[dict], jobs: int) -> str:
+    main = max(run["main_rss"] for run in runs)
+    worker = max(run["worker_rss"] for run in runs)
+    return f"{peak_rss(runs, jobs) / MIB:.0f} MiB (main {main / MIB:.0f} + {jobs} x worker {worker / MIB:.0f})"
+
+
+def verdict(passed: bool) -> str:
+    return "pass" if passed else "FAIL"
+
+
+def print_report(corpus: Path, n_utterances: int, seconds: float, jobs: int, repeat: int,
+                 runs: dict[str, list[dict]]) -> None:
+    taco = seconds / best_seconds(runs["taco"])
+    floor = jobs * seconds / best_seconds(runs["floor"])
+    parallel_floor = seconds / best_seconds(runs["parallel_floor"])
+    librosa = seconds / best_seconds(runs["librosa"])
+    small = n_utterances // MEMORY_SMALL_FRACTION
+    memory_grows = peak_rss(runs["taco"], jobs) > MEMORY_GROWTH_TOLERANCE * peak_rss(runs["taco_small"], jobs)
+
+    print(f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu_model()}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, "
+          f"librosa {importlib.metadata.version('librosa')}, joblib {joblib.__version__}")
+    print(f"corpus: {corpus}, {n_utterances} utterances, {seconds / 3600:.3f} h of audio")
+    print(f"J = {jobs} jobs; speeds from the best of {repeat} runs, memory the largest; every run a fresh process")
+    print()
+    rows = [
+        ("taco preprocess", f"{taco:.0f}x real time ({describe_times(runs['taco'])})",
+         f">= {TARGET_REAL_TIME:.0f}x", verdict(taco >= TARGET_REAL_TIME)),
+        ("floor: J x one-process read + mel", f"{floor:.0f}x real time (1 process: {describe_times(runs['floor'])})",
+         "", ""),
+        ("taco / floor", f"{taco / floor:.2f} of floor", f">= {TARGET_OF_FLOOR}",
+         verdict(taco / floor >= TARGET_OF_FLOOR)),
+        ("J-process floor (J loops at once)", f"{parallel_floor:.0f}x real time "
+         f"({describe_times(runs['parallel_floor'])})", "", ""),
+        ("taco / J-process floor", f"{taco / parallel_floor:.2f}", "", ""),
+        ("librosa pipeline (loky, J workers)", f"{librosa:.0f}x real time ({describe_times(runs['librosa'])})",
+         "", ""),
+        ("taco / librosa", f"{taco / librosa:.2f}x", f">= {TARGET_VS_LIBROSA:.0f}x",
+         verdict(taco / librosa >= TARGET_VS_LIBROSA)),
+        (f"taco peak RSS, {small} utterances", describe_memory(runs["taco_small"], jobs), "", ""),
+        (f"taco peak RSS, {n_utterances} utterances", describe_memory(runs["taco"], jobs), "not growing",
+         verdict(not memory_grows)),
+    ]
+    header = ("measure", "value", "target", "result")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * width for width in widths), *rows]:
+        print("| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--corpus", type=Path, help="an LJSpeech-layout corpus (metadata.csv, wavs/)")
+    source.add_argument("--count", type=int, default=DEFAULT_COUNT,
+                        help="make (or reuse) an espeak-ng corpus of this many utterances")
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="workers J")
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="runs of each measurement")
+    parser.add_argument("--_measure", choices=PIPELINES, help=argparse.SUPPRESS)
+    parser.add_argument("--_limit", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_part", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.jobs < 1 or args.repeat < 1:
+        parser.error("--jobs and --repeat must be at least 1")
+
+    if args._measure:
+        print(json.dumps(measure(args._measure, args.corpus, args._limit, args.jobs, args._part)))
+        return
+
+    corpus = args.corpus or cached_corpus(args.count)
+    entries = corpus_entries(corpus)
+    if len(entries) < MEMORY_SMALL_FRACTION * args.jobs:
+        parser.error(f"{corpus}: needs at least {MEMORY_SMALL_FRACTION * args.jobs} usable utterances")
+    warm_page_cache(entries)
+    runs = run_all(corpus, len(entries), args.jobs, args.repeat)
+    print_report(corpus, len(entries), audio_seconds(entries), args.jobs, args.repeat, runs)
+
+
+if __name__ == "__main__":
+    main()
