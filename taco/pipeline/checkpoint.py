@@ -7,8 +7,10 @@ RNG states). Configs go in as plain dicts and lists, never pickled objects, so l
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +18,16 @@ import torch
 CHECKPOINT_FORMAT = 1
 _STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
 BEST_FILE = "best.pt"
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # batches of this epoch already trained on, for a mid-epoch resume
+    best_val_loss: float = math.inf
 
 
 class CheckpointError(Exception):

@@ -1,0 +1,126 @@
+"""The run folder: everything rank 0 writes while training (config, checkpoints, logs, plots, samples)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import soundfile
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from taco.features.store import FeatureStore
+from taco.pipeline.batching import collate
+from taco.pipeline.checkpoint import BEST_FILE, Progress, prune_checkpoints, rng_states, save_checkpoint, step_file
+from taco.pipeline.griffin_lim import mel_to_wave
+from taco.pipeline.losses import LossTerms
+from taco.pipeline.model import ModelConfig, Tacotron2
+from taco.pipeline.plots import alignment_figure, mel_figure, save_figure
+
+if TYPE_CHECKING:
+    from taco.pipeline.train import TrainConfig
+
+
+class RunWriter:
+    """Everything rank 0 writes into the run folder."""
+
+    def __init__(self, run_dir: Path, store: FeatureStore, model_config: ModelConfig, train_config: TrainConfig):
+        self.run_dir = run_dir
+        self.store = store
+        self.model_config = model_config
+        self.train_config = train_config
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        config = {
+            "model": model_config.to_dict(),
+            "training": train_config.to_dict(),
+            "features": store.info["feature_config"],
+            "text": store.info["text_config"],
+            "store": str(store.path.resolve()),
+            "store_fingerprint": store.fingerprint,
+        }
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        self.tensorboard = SummaryWriter(str(run_dir / "logs"))
+
+    def scalars(self, prefix: str, terms: LossTerms, step: int, **extra: float) -> None:
+        for name, value in terms._asdict().items():
+            self.tensorboard.add_scalar(f"{prefix}/{name}", float(value), step)
+        for name, value in extra.items():
+            self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
+
+    def checkpoint_dict(self, model, optimizer, scheduler, scaler, sampler, state: Progress) -> dict:
+        sampler_state = sampler.state_dict()
+        # the DataLoader's prefetching runs the sampler ahead: record what training actually consumed
+        sampler_state["epoch"], sampler_state["position"] = state.epoch, state.batches_done
+        checkpoint = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "sampler": sampler_state,
+            "progress": dataclasses.asdict(state),
+            "rng": rng_states(),
+            "model_config": self.model_config.to_dict(),
+            "training_config": self.train_config.to_dict(),
+            "feature_config": self.store.info["feature_config"],
+            "text_config": self.store.info["text_config"],
+            "symbols": list(self.store.symbols),
+            "store_fingerprint": self.store.fingerprint,
+        }
+        if scaler is not None:
+            checkpoint["scaler"] = scaler.state_dict()
+        return checkpoint
+
+    def checkpoint(self, model, optimizer, scheduler, scaler, sampler, state: Progress) -> None:
+        directory = self.run_dir / "checkpoints"
+        save_checkpoint(directory / step_file(state.step), self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state))
+        prune_checkpoints(directory, self.train_config.keep_last)
+
+    def validation(self, val_loss: LossTerms, state: Progress, model, optimizer, scheduler, scaler, sampler) -> None:
+        self.scalars("val", val_loss, state.step)
+        if val_loss.total.item() < state.best_val_loss:
+            state.best_val_loss = val_loss.total.item()
+            # best.pt resumes at the start of the next epoch, like the run itself does after validating
+            best = dataclasses.replace(state, epoch=state.epoch + 1, batches_done=0)
+            checkpoint = self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, best)
+            save_checkpoint(self.run_dir / "checkpoints" / BEST_FILE, checkpoint)
+
+    @torch.no_grad()
+    def samples(self, model: Tacotron2, store: FeatureStore, val_loader, step: int, train_config: TrainConfig) -> None:
+        """Alignment plots (teacher-forced and free-running) and Griffin-Lim audio of the first validation utterance."""
+        if val_loader is None:
+            return
+        row = int(store.split_indices("val")[0])
+        tokens, mel = store[row]
+        device = next(model.parameters()).device
+        batch = {key: value.to(device) for key, value in collate([(tokens, mel)], self.model_config.reduction_factor).items()}
+        model.eval()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            forced = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
+            free = model.infer(batch["tokens"], batch["token_lens"])
+        label = "".join(store.symbols[token] for token in tokens)  # one character per token, EOS included
+        forced_alignment = forced.alignments[0].float().cpu().numpy()
+        free_alignment = free.alignments[0, : int(free.mel_lens[0]) // self.model_config.reduction_factor].float().cpu().numpy()
+        plots = self.run_dir / "plots"
+        for name, alignment in (("teacher_forced", forced_alignment), ("free_running", free_alignment)):
+            figure = alignment_figure(alignment, label, f"{store.ids[row]}, step {step}, {name.replace('_', ' ')}")
+            self.tensorboard.add_figure(f"alignment/{name}", figure, step, close=False)
+            save_figure(figure, plots / f"alignment_{name}_step_{step:08d}.png")
+        predicted = free.mels[0, : int(free.mel_lens[0])].float().cpu().numpy()
+        figure = mel_figure([mel, predicted], ["target", f"free running, step {step}"])
+        self.tensorboard.add_figure("mel", figure, step, close=False)
+        save_figure(figure, plots / f"mel_step_{step:08d}.png")
+        features = store.feature_config
+        # (T, n_mels) -> (n_mels, T) for the vocoder
+        wave = mel_to_wave(torch.from_numpy(predicted.T.copy()), features, iterations=train_config.griffin_lim_iterations)
+        wave = (wave / max(wave.abs().max().item(), 1e-6) * 0.9).numpy()
+        self.tensorboard.add_audio("griffin_lim", wave[None, :], step, sample_rate=features.sample_rate)
+        (self.run_dir / "samples").mkdir(exist_ok=True)
+        soundfile.write(self.run_dir / "samples" / f"step_{step:08d}.wav", wave, features.sample_rate, subtype="PCM_16")
+        if free.hit_step_limit[0]:
+            tqdm.write(f"step {step}: {store.ids[row]} reached the decoder step limit (the gate never fired)", file=sys.stderr)
+
+    def close(self) -> None:
+        self.tensorboard.close()
