@@ -245,7 +245,7 @@ def inspect_command(checkpoint, store_dir, ids, split, limit, texts, out_dir, wo
       skipped       runs of 3+ tokens never attended
       repeated      jumps back of 3+ tokens, or one token held far longer than usual (a stall)
     Verdict, the first that applies: no-stop (the gate never fired before the step limit),
-    diffuse (focus rate below 0.4), skips, repeats, ok.
+    diffuse (focus rate below 0.25), skips, repeats, ok.
     """
     try:
         report = inspect(
