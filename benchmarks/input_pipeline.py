@@ -92,8 +92,9 @@ from taco.pipeline.presets import TRAINING_PRESETS
 from taco.pipeline.train import make_loaders
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# the preprocess benchmark's corpus cache and report helpers
-from preprocess import cached_corpus, cpu_model, verdict  # noqa: E402
+# the preprocess benchmark's corpus cache, and the report helpers every benchmark shares
+from preprocess import cached_corpus  # noqa: E402
+from report import cpu_model, print_table, verdict  # noqa: E402
 
 BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
 PRESET = "tiny"
@@ -440,10 +441,7 @@ def print_report(header: list[str], rows: list[tuple[str, str, str, str]]) -> No
     for line in header:
         print(line)
     print()
-    titles = ("measure", "value", "target", "result")
-    widths = [max(len(row[i]) for row in [titles, *rows]) for i in range(len(titles))]
-    for row in [titles, tuple("-" * width for width in widths), *rows]:
-        print("| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |")
+    print_table(rows)
 
 
 def main() -> None:

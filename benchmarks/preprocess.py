@@ -52,6 +52,8 @@ from taco.features.corpus import Entry, read_metadata
 from taco.features.mel import FeatureConfig, mel_spectrogram
 from taco.features.preprocess import DEFAULT_SHARD_SIZE, preprocess
 
+from report import cpu_model, print_table, verdict
+
 MAKE_CORPUS = Path(__file__).resolve().parents[1] / "scripts" / "make_corpus.py"
 # make_corpus.py finds about 900 utterances per voice; three voices are enough for 2000.
 CORPUS_VOICES = "en-us,en-gb,en-us+f3"
@@ -249,12 +251,6 @@ def run_all(corpus: Path, n_utterances: int, jobs: int, repeat: int) -> dict[str
 # ---- report -------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return models[0] if models else platform.processor() or "unknown CPU"
-
 
 def best_seconds(runs: list[dict]) -> float:
     return min(run["seconds"] for run in runs)
@@ -274,9 +270,6 @@ def describe_memory(runs: list[dict], jobs: int) -> str:
     worker = max(run["worker_rss"] for run in runs)
     return f"{peak_rss(runs, jobs) / MIB:.0f} MiB (main {main / MIB:.0f} + {jobs} x worker {worker / MIB:.0f})"
 
-
-def verdict(passed: bool) -> str:
-    return "pass" if passed else "FAIL"
 
 
 def print_report(corpus: Path, n_utterances: int, seconds: float, jobs: int, repeat: int,
@@ -312,10 +305,7 @@ def print_report(corpus: Path, n_utterances: int, seconds: float, jobs: int, rep
         (f"taco peak RSS, {n_utterances} utterances", describe_memory(runs["taco"], jobs), "not growing",
          verdict(not memory_grows)),
     ]
-    header = ("measure", "value", "target", "result")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * width for width in widths), *rows]:
-        print("| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |")
+    print_table(rows)
 
 
 def main() -> None:

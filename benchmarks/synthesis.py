@@ -67,6 +67,8 @@ from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, DEFAULT_MOMENTUM, grif
 from taco.pipeline.model import PRESETS, Tacotron2
 from taco.pipeline.synth import SynthConfig, Synthesizer
 
+from report import cpu_model, print_table, verdict
+
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
 N_LINES = 16
 BATCH_SIZE = 16  # SynthConfig's default
@@ -235,12 +237,6 @@ def run_librosa_griffin_lim(magnitude: torch.Tensor, features: FeatureConfig) ->
 # ---- machine ----------------------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return models[0] if models else platform.processor() or "unknown CPU"
-
 
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
@@ -290,15 +286,6 @@ def describe_times(runs: list[float]) -> str:
     return f"best {best(runs):.2f} s of " + ", ".join(f"{seconds:.2f}" for seconds in runs)
 
 
-def verdict(passed: bool) -> str:
-    return "pass" if passed else "FAIL"
-
-
-def print_table(rows: list[tuple[str, str, str, str]]) -> None:
-    header = ("measure", "value", "target", "result")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * width for width in widths), *rows]:
-        print("| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |")
 
 
 def main() -> None:
