@@ -21,11 +21,13 @@ TRAINING_PRESETS = {
     # NVIDIA/tacotron2 on LJSpeech with a GPU
     "base": TrainConfig(),
     # the bundled 14-minute corpus on a 2-core CPU: small padded batches (~16 utterances), a short warm-up,
-    # checkpoints and alignment plots every few minutes; guided attention fades over the first few thousand steps
+    # checkpoints and alignment plots every few minutes; guided attention fades over the first few thousand
+    # steps, with Tachibana et al.'s narrower sigma of 0.2 (sharper attention sooner; benchmarks/alignment.py)
     "tiny": TrainConfig(
         batch_frames=6000,
         warmup_steps=100,
         max_steps=3000,
+        guided_attention_sigma=0.2,
         guided_attention_half_life=2000,
         checkpoint_every=250,
         log_every=10,
