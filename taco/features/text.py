@@ -362,9 +362,10 @@ def encode(text: str, config: TextConfig = TextConfig()) -> Encoded:
     return Encoded(ids=ids, cleaned=cleaned, dropped=dict(dropped))
 
 
-def decode(ids: Iterable[int], version: int = 1) -> str:
-    """Token ids back to text, pad and EOS omitted; for plots and debugging.
-    Accepts any iterable of integers, including a 1-D tensor or array."""
+def decode(ids: Iterable[int], version: int = 1, keep_special: bool = False) -> str:
+    """Token ids back to text, pad and EOS omitted unless `keep_special` (then one character per token,
+    as plot axes need); for plots and debugging. Accepts any iterable of integers, including a 1-D
+    tensor or array."""
     table = _symbol_table(version)
     chars = []
     for token in ids:
@@ -373,6 +374,6 @@ def decode(ids: Iterable[int], version: int = 1) -> str:
             raise ValueError(
                 f"token id {token} is outside symbol table {version} (size {len(table)})"
             )
-        if token not in (PAD_ID, EOS_ID):
+        if keep_special or token not in (PAD_ID, EOS_ID):
             chars.append(table[token])
     return "".join(chars)

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from taco.features.store import FeatureStore
+from taco.features.text import decode
 from taco.pipeline.alignment import AlignmentScores, score_alignment, severity
 from taco.pipeline.batching import collate
 from taco.pipeline.plots import inspection_figure, save_figure
@@ -121,7 +122,7 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
             forced_alignment = forced.alignments[row, :forced_steps, :n_tokens].float().cpu().numpy()
             free_alignment = free.alignments[row, :free_steps, :n_tokens].float().cpu().numpy()
             scores = score_alignment(free_alignment, stopped=not bool(free.hit_step_limit[row]))
-            labels = "".join(synthesizer.symbols[i] for i in tokens)
+            labels = decode(tokens, synthesizer.text_config.symbols_version, keep_special=True)
             rows.append({
                 "id": store.ids[position],
                 "text": labels,
@@ -144,7 +145,7 @@ def _inspect_texts(synthesizer: Synthesizer, texts, config: SynthConfig, progres
     rows, figures = [], []
     for number, utterance in enumerate(utterances, start=1):
         scores = score_alignment(utterance.alignment, stopped=not utterance.hit_step_limit)
-        labels = "".join(synthesizer.symbols[i] for i in utterance.tokens)
+        labels = decode(utterance.tokens, synthesizer.text_config.symbols_version, keep_special=True)
         rows.append({"id": f"text{number:03d}", "text": utterance.text, "scores": scores, "frames": len(utterance.mel)})
         figures.append(_figure_maker(utterance.alignment, utterance.mel, utterance.gate,
                                      synthesizer.model_config.gate_threshold, labels, f"text {number}: {scores.verdict}"))

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from taco.pipeline.model import mask_from_lens
+from taco.pipeline.model import decoder_step_lens, mask_from_lens
 
 
 class LossTerms(NamedTuple):
@@ -23,11 +23,6 @@ class LossTerms(NamedTuple):
     postnet: torch.Tensor
     gate: torch.Tensor
     guided_attention: torch.Tensor
-
-
-def decoder_step_lens(mel_lens: torch.Tensor, reduction_factor: int) -> torch.Tensor:
-    """Decoder steps that hold real frames: ceil(mel_lens / r)."""
-    return torch.div(mel_lens + reduction_factor - 1, reduction_factor, rounding_mode="floor")
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:

@@ -173,6 +173,11 @@ def mask_from_lens(lens: Tensor, max_len: int) -> Tensor:
     return torch.arange(max_len, device=lens.device)[None, :] < lens[:, None]
 
 
+def decoder_step_lens(mel_lens: Tensor, reduction_factor: int) -> Tensor:
+    """Decoder steps that hold real frames: ceil(mel_lens / r)."""
+    return torch.div(mel_lens + reduction_factor - 1, reduction_factor, rounding_mode="floor")
+
+
 def _xavier(layer: nn.Linear | nn.Conv1d, nonlinearity: str = "linear") -> nn.Linear | nn.Conv1d:
     """Xavier-uniform weights scaled for the nonlinearity that follows, as NVIDIA/tacotron2 initializes
     every Linear and Conv1d; biases keep PyTorch's default."""
@@ -520,7 +525,7 @@ class Tacotron2(nn.Module):
         keep = mel_mask.unsqueeze(-1).to(decoded.dtype)  # (B, T_mel) -> (B, T_mel, 1)
         decoded = decoded * keep
         mels_postnet = (decoded + self.postnet(decoded, mel_mask)) * keep
-        step_lens = (mel_lens + r - 1) // r  # a partly valid last step still counts
+        step_lens = decoder_step_lens(mel_lens, r)  # a partly valid last step still counts
         alignments = alignments * mask_from_lens(step_lens, T_dec).unsqueeze(-1).to(alignments.dtype)
         return Tacotron2Output(decoded, mels_postnet, gate_logits, alignments)
 

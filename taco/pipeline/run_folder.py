@@ -8,18 +8,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import soundfile
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from taco.features.store import FeatureStore
+from taco.features.text import decode
 from taco.pipeline.batching import collate
 from taco.pipeline.checkpoint import BEST_FILE, Progress, prune_checkpoints, rng_states, save_checkpoint, step_file
 from taco.pipeline.griffin_lim import mel_to_wave
 from taco.pipeline.losses import LossTerms
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.plots import alignment_figure, mel_figure, save_figure
+from taco.pipeline.synth import peak_normalize, write_wav
 
 if TYPE_CHECKING:
     from taco.pipeline.train import TrainConfig
@@ -100,7 +101,7 @@ class RunWriter:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             forced = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
             free = model.infer(batch["tokens"], batch["token_lens"])
-        label = "".join(store.symbols[token] for token in tokens)  # one character per token, EOS included
+        label = decode(tokens, store.text_config.symbols_version, keep_special=True)
         forced_alignment = forced.alignments[0].float().cpu().numpy()
         free_alignment = free.alignments[0, : int(free.mel_lens[0]) // self.model_config.reduction_factor].float().cpu().numpy()
         plots = self.run_dir / "plots"
@@ -115,10 +116,9 @@ class RunWriter:
         features = store.feature_config
         # (T, n_mels) -> (n_mels, T) for the vocoder
         wave = mel_to_wave(torch.from_numpy(predicted.T.copy()), features, iterations=train_config.griffin_lim_iterations)
-        wave = (wave / max(wave.abs().max().item(), 1e-6) * 0.9).numpy()
+        wave = peak_normalize(wave.numpy())
         self.tensorboard.add_audio("griffin_lim", wave[None, :], step, sample_rate=features.sample_rate)
-        (self.run_dir / "samples").mkdir(exist_ok=True)
-        soundfile.write(self.run_dir / "samples" / f"step_{step:08d}.wav", wave, features.sample_rate, subtype="PCM_16")
+        write_wav(self.run_dir / "samples" / f"step_{step:08d}.wav", wave, features.sample_rate)
         if free.hit_step_limit[0]:
             tqdm.write(f"step {step}: {store.ids[row]} reached the decoder step limit (the gate never fired)", file=sys.stderr)
 

@@ -122,7 +122,7 @@ class Synthesizer:
             wave = None
             if waves is not None:
                 wave = waves[row, : (frames - 1) * self.feature_config.hop_length].cpu().numpy()
-                wave = (wave * PEAK_LEVEL / max(float(np.abs(wave).max()), 1e-8)).astype(np.float32)
+                wave = peak_normalize(wave)
             utterances.append(Utterance(
                 text=text,
                 cleaned=item.cleaned,
@@ -141,6 +141,11 @@ def synthesize(checkpoint_path: str | os.PathLike, texts: list[str], config: Syn
                device: str | None = None) -> list[Utterance]:
     """The Python API of `taco synth`: waveforms (and mels, alignments) for `texts`."""
     return Synthesizer(checkpoint_path, device).synthesize(texts, config)
+
+
+def peak_normalize(wave: np.ndarray) -> np.ndarray:
+    """Scale to a peak of PEAK_LEVEL, float32: Griffin-Lim's output level is arbitrary."""
+    return (wave * PEAK_LEVEL / max(float(np.abs(wave).max()), 1e-8)).astype(np.float32)
 
 
 def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
