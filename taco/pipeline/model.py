@@ -111,7 +111,7 @@ PRESETS: dict[str, ModelConfig] = {
     # inference. r=3 cuts the decoder steps to a third (the cost on a CPU is the sequential loop) and
     # makes each step move further along the text, which Tacotron 1 reports speeds up alignment; on the
     # bundled corpus it reached a focus rate of 0.44 in 12 minutes where r=2 stayed at 0.41 after 21
-    # (benchmarks/alignment.py, together with guided attention sigma 0.2 instead of 0.4).
+    # (benchmarks/alignment.py, with guided attention sigma 0.2; the tiny training preset's 0.1 does better).
     "tiny": ModelConfig(
         reduction_factor=3,
         embedding_dim=128,
