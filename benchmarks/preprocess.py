@@ -5,8 +5,10 @@
 Measured on one LJSpeech-layout corpus (`--corpus`, or `--count` utterances of espeak-ng speech made
 by scripts/make_corpus.py into a cache folder, reused by later runs), with J workers:
 
-- taco preprocess: `taco.features.preprocess.preprocess(corpus, fresh store, jobs=J)`, wall time
-  from the call to its return: pool start-up, text front end, read, mel, HDF5 write, fsync, index.
+- taco preprocess: `taco.features.preprocess.preprocess(corpus, fresh store, jobs=J)` with its
+  default backend (J threads), wall time from the call to its return: pool start-up, text front end,
+  read, mel, HDF5 write, fsync, index.
+- taco preprocess on loky: the same with `backend="loky"`, J worker processes that each import torch.
 - floor: the same files in one process with one torch thread (as each taco worker runs): soundfile
   read (+ soxr when a file is not at the feature rate) + `taco.features.mel.mel_spectrogram`; no
   text, no pool, no writing. Its throughput times J is the floor: what a perfect J-worker pool reaches.
@@ -16,8 +18,9 @@ by scripts/make_corpus.py into a cache folder, reused by later runs), with J wor
 - librosa pipeline: joblib loky with J workers over chunks of files the size of taco's shards:
   `librosa.load` + `librosa.feature.melspectrogram` (magnitude, same STFT and mel sizes) + the dB
   normalization of Coqui TTS's AudioProcessor; the mels come back to the caller, nothing is written.
-- peak memory of taco preprocess, on the whole corpus and on its first quarter: the main process's
-  peak RSS plus J times the largest worker's (RUSAGE_SELF, and RUSAGE_CHILDREN once the workers exit).
+- peak memory of taco preprocess, on the whole corpus and on its first quarter: the process's peak
+  RSS, plus J times the largest worker process's where there are any (RUSAGE_SELF, and
+  RUSAGE_CHILDREN once the workers exit).
 
 Every run is a fresh Python process (`--_measure`), so each starts its own pool and its peak RSS is
 its own. The measurements take turns, R rounds of all of them, so that a busy moment on the machine
@@ -80,8 +83,8 @@ COQUI_REF_LEVEL_DB = 20.0
 COQUI_MIN_LEVEL_DB = -100.0
 COQUI_MAX_NORM = 4.0
 
-PIPELINES = ("taco", "floor", "librosa")
-POOLED = ("taco", "librosa")  # the pipelines that start a joblib pool
+PIPELINES = ("taco", "taco_loky", "floor", "librosa")
+POOLED = ("taco_loky", "librosa")  # the pipelines that start worker processes
 
 
 # ---- corpus -------------------------------------------------------------------------------------
@@ -193,18 +196,24 @@ def measure(pipeline: str, corpus: Path, limit: int, jobs: int, part: int | None
         start = time.perf_counter()
         if pipeline == "taco":
             preprocess(corpus, Path(work) / "store", config, metadata=metadata, jobs=jobs, progress=False)
+        elif pipeline == "taco_loky":
+            preprocess(corpus, Path(work) / "store", config, metadata=metadata, jobs=jobs, backend="loky",
+                       progress=False)
         elif pipeline == "floor":
             run_floor(entries, config)
         else:
             run_librosa(entries, config, jobs)
         seconds = time.perf_counter() - start
+    worker_rss = 0
     if pipeline in POOLED:
-        # workers count in RUSAGE_CHILDREN only once they have exited and been waited for
+        # workers count in RUSAGE_CHILDREN only once they have exited and been waited for; elsewhere it
+        # holds short helper commands (`uname -p` from an import), whose RSS is not the run's
         get_reusable_executor(max_workers=jobs).shutdown(wait=True)
+        worker_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB
     return {
         "seconds": seconds,
         "main_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB,
-        "worker_rss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * KIB,
+        "worker_rss": worker_rss,
     }
 
 
@@ -237,10 +246,12 @@ def run_parallel_floor(corpus: Path, limit: int, jobs: int) -> dict:
 def run_all(corpus: Path, n_utterances: int, jobs: int, repeat: int) -> dict[str, list[dict]]:
     """R rounds of every measurement, taking turns; the runs of each measurement by name."""
     small = n_utterances // MEMORY_SMALL_FRACTION
-    runs: dict[str, list[dict]] = {"taco": [], "taco_small": [], "floor": [], "parallel_floor": [], "librosa": []}
+    runs: dict[str, list[dict]] = {"taco": [], "taco_loky": [], "taco_small": [], "floor": [], "parallel_floor": [],
+                                   "librosa": []}
     for number in range(1, repeat + 1):
         print(f"round {number}/{repeat} ...", file=sys.stderr)
         runs["taco"].append(run_measurement("taco", corpus, n_utterances, jobs))
+        runs["taco_loky"].append(run_measurement("taco_loky", corpus, n_utterances, jobs))
         runs["floor"].append(run_measurement("floor", corpus, n_utterances, jobs))
         runs["parallel_floor"].append(run_parallel_floor(corpus, n_utterances, jobs))
         runs["librosa"].append(run_measurement("librosa", corpus, n_utterances, jobs))
@@ -249,7 +260,6 @@ def run_all(corpus: Path, n_utterances: int, jobs: int, repeat: int) -> dict[str
 
 
 # ---- report -------------------------------------------------------------------------------------
-
 
 
 def best_seconds(runs: list[dict]) -> float:
@@ -261,20 +271,22 @@ def describe_times(runs: list[dict]) -> str:
 
 
 def peak_rss(runs: list[dict], jobs: int) -> int:
-    """Largest main process plus J workers at the largest: an upper bound on the run's total RSS."""
+    """Largest main process plus J workers at the largest (if any): an upper bound on the run's total RSS."""
     return max(run["main_rss"] for run in runs) + jobs * max(run["worker_rss"] for run in runs)
 
 
 def describe_memory(runs: list[dict], jobs: int) -> str:
     main = max(run["main_rss"] for run in runs)
     worker = max(run["worker_rss"] for run in runs)
+    if worker == 0:
+        return f"{main / MIB:.0f} MiB (one process)"
     return f"{peak_rss(runs, jobs) / MIB:.0f} MiB (main {main / MIB:.0f} + {jobs} x worker {worker / MIB:.0f})"
-
 
 
 def print_report(corpus: Path, n_utterances: int, seconds: float, jobs: int, repeat: int,
                  runs: dict[str, list[dict]]) -> None:
     taco = seconds / best_seconds(runs["taco"])
+    taco_loky = seconds / best_seconds(runs["taco_loky"])
     floor = jobs * seconds / best_seconds(runs["floor"])
     parallel_floor = seconds / best_seconds(runs["parallel_floor"])
     librosa = seconds / best_seconds(runs["librosa"])
@@ -288,8 +300,10 @@ def print_report(corpus: Path, n_utterances: int, seconds: float, jobs: int, rep
     print(f"J = {jobs} jobs; speeds from the best of {repeat} runs, memory the largest; every run a fresh process")
     print()
     rows = [
-        ("taco preprocess", f"{taco:.0f}x real time ({describe_times(runs['taco'])})",
+        ("taco preprocess (J threads, the default)", f"{taco:.0f}x real time ({describe_times(runs['taco'])})",
          f">= {TARGET_REAL_TIME:.0f}x", verdict(taco >= TARGET_REAL_TIME)),
+        ("taco preprocess --backend loky (J processes)",
+         f"{taco_loky:.0f}x real time ({describe_times(runs['taco_loky'])})", "", ""),
         ("floor: J x one-process read + mel", f"{floor:.0f}x real time (1 process: {describe_times(runs['floor'])})",
          "", ""),
         ("taco / floor", f"{taco / floor:.2f} of floor", f">= {TARGET_OF_FLOOR}",

@@ -66,7 +66,8 @@ def main():
 @click.option("--max-seconds", default=DEFAULT_MAX_SECONDS, type=click.FloatRange(min=0, min_open=True), help="Skip clips longer than this (after trimming).")
 @click.option("--shard-size", default=DEFAULT_SHARD_SIZE, type=click.IntRange(min=1), help="Utterances per shard file (one joblib task each).")
 @click.option("--jobs", "-j", default=-1, help="Parallel workers; -1 uses every core.")
-@click.option("--backend", default="loky", help="joblib backend: loky, multiprocessing, threading, or dask (with --dask-scheduler).")
+@click.option("--backend", default="threading", show_default=True,
+              help="joblib backend: threading (the work runs in torch, numpy and libsndfile, which release the GIL), loky or multiprocessing (worker processes), or dask (with --dask-scheduler).")
 @click.option("--dask-scheduler", default=None, metavar="ADDRESS", help="Run the tasks on this Dask cluster (tcp://host:8786); implies --backend dask.")
 @click.option("--overwrite", is_flag=True, help="Replace a store in STORE_DIR that was made with another configuration.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

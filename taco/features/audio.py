@@ -39,13 +39,15 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
         raise AudioError(f"unreadable audio: {_first_line(error)}") from None
     if samples.shape[0] == 0:
         raise AudioError("empty audio")
-    # (samples, channels) -> (samples,): the average keeps a stereo recording's level
-    mono = samples.mean(axis=1)
+    # (samples, channels) -> (samples,): the average keeps a stereo recording's level; a mono file's
+    # one column is taken as it is (a view, where a mean would cost a pass over the samples)
+    mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
     if file_rate != sample_rate:
         mono = soxr.resample(mono, file_rate, sample_rate, quality="HQ").astype(np.float32, copy=False)
-    if not np.isfinite(mono).all():
+    peak = np.abs(mono).max()  # NaN or inf in any sample makes the peak NaN or inf
+    if not np.isfinite(peak):
         raise AudioError("audio holds NaN or infinite samples")
-    if np.abs(mono).max() < SILENCE_PEAK:
+    if peak < SILENCE_PEAK:
         raise AudioError("silent audio (peak below -80 dBFS)")
     return mono
 

@@ -83,7 +83,7 @@ def preprocess(
     max_seconds: float = DEFAULT_MAX_SECONDS,
     shard_size: int = DEFAULT_SHARD_SIZE,
     jobs: int = -1,
-    backend: str = "loky",
+    backend: str = "threading",
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -92,7 +92,11 @@ def preprocess(
     Relative `metadata`, `audio_dir`, `train_metadata` and `val_metadata` are taken inside `corpus_dir`.
     With `train_metadata` and `val_metadata` the split comes from those two files; otherwise it is drawn
     from `seed` with `val_count` (if given) or `val_fraction` of the utterances held out.
-    `jobs` and `backend` go to joblib (-1: all cores; any backend name joblib knows, e.g. "dask").
+    `jobs` and `backend` go to joblib (-1: all cores; any backend name joblib knows, e.g. "loky", "dask").
+    Threads are the default: the per-utterance work runs in torch, numpy, libsndfile and soxr, which
+    release the GIL, so threads use every core without the second or so that each worker process
+    spends importing torch (on 1000 LJSpeech-sized clips, 2 threads take half the time of 2 loky
+    processes; benchmarks/preprocess.py).
     Returns the store summary (see `summarize`). Raises StoreError or CorpusError for problems with the
     whole run; problems with single utterances are recorded as failures instead.
     """
@@ -137,13 +141,19 @@ def preprocess(
     ) as bar:
         # results stream in as shards finish, except on joblib's multiprocessing backend, which cannot stream
         return_as = "list" if backend == "multiprocessing" else "generator_unordered"
-        results = joblib.Parallel(n_jobs=jobs, backend=backend, return_as=return_as)(
-            joblib.delayed(process_shard)(task, store_dir / SHARD_DIR, features, text, store_fingerprint, max_seconds)
-            for task in pending
-        )
-        for summary in results:
-            summaries.append(summary)
-            bar.update(len(summary.task_ids))
+        # tasks that run in this process (threading backend, jobs=1) set its torch thread count to one
+        threads = torch.get_num_threads()
+        try:
+            results = joblib.Parallel(n_jobs=jobs, backend=backend, return_as=return_as)(
+                joblib.delayed(process_shard)(task, store_dir / SHARD_DIR, features, text, store_fingerprint,
+                                              max_seconds)
+                for task in pending
+            )
+            for summary in results:
+                summaries.append(summary)
+                bar.update(len(summary.task_ids))
+        finally:
+            torch.set_num_threads(threads)
 
     _write_index(store_dir, info, sorted(summaries, key=lambda s: s.name), split, failures)
     return summarize(store_dir)
@@ -217,31 +227,28 @@ def process_shard(
     store_fingerprint: str,
     max_seconds: float,
 ) -> ShardSummary:
-    """Turn one task's utterances into one shard file. Runs inside a joblib worker."""
-    threads = torch.get_num_threads()
-    # one thread per worker: the pool already uses every core, more threads would only contend
+    """Turn one task's utterances into one shard file. Runs inside a joblib worker (a process or a thread)."""
+    # one torch thread per worker: the pool already uses every core, more threads would only contend.
+    # Not restored here: worker threads share one count, and preprocess() restores the caller's.
     torch.set_num_threads(1)
-    try:
-        utterances, failures, dropped = [], [], Counter()
-        for entry in task.entries:
-            try:
-                utterance, entry_dropped = process_utterance(entry, features, text, max_seconds)
-            except (AudioError, UnusableText) as error:
-                failures.append((entry.id, str(error)))
-                continue
-            utterances.append(utterance)
-            dropped.update(entry_dropped)
-        return write_shard(
-            shard_dir / shard_name(task.number),
-            store_fingerprint,
-            task.ids,
-            utterances,
-            failures,
-            dict(dropped),
-            features.n_mels,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    utterances, failures, dropped = [], [], Counter()
+    for entry in task.entries:
+        try:
+            utterance, entry_dropped = process_utterance(entry, features, text, max_seconds)
+        except (AudioError, UnusableText) as error:
+            failures.append((entry.id, str(error)))
+            continue
+        utterances.append(utterance)
+        dropped.update(entry_dropped)
+    return write_shard(
+        shard_dir / shard_name(task.number),
+        store_fingerprint,
+        task.ids,
+        utterances,
+        failures,
+        dict(dropped),
+        features.n_mels,
+    )
 
 
 def process_utterance(
