@@ -17,8 +17,9 @@ its spoken characters (token ids less EOS) at 14 per second, so steps = ceil(sec
    max_decoder_steps=the longest line's steps))` over the seconds of audio the 16 lines are planned to have,
    with `vocode=False` (model only: text front end, encoder, decoder loop, postnet) and `vocode=True` (model
    + Griffin-Lim at the default SynthConfig: 32 iterations, power 1.5). A batch decodes until its last item
-   stops and Griffin-Lim runs on the padded batch, so the work is that of a trained model whose lines stop
-   at the planned lengths; the audio counted is the planned lengths, not the padded ones.
+   stops, and on a CPU Griffin-Lim runs on each item at its own length, which here is the batch's longest
+   (the gate never fires): the decoder's work is that of a trained model whose lines stop at the planned
+   lengths, Griffin-Lim's an upper bound (see 4); the audio counted is the planned lengths, not the padded ones.
 2. Batched against one-by-one, model + Griffin-Lim: the batch-16 call above, and each line in its own
    `synthesize([line], SynthConfig(batch_size=1, max_decoder_steps=its steps))`, summed over the lines.
    Time per line, and the speed-up as the ratio of their RTFs (time per second of audio), which is the
@@ -33,6 +34,9 @@ its spoken characters (token ids less EOS) at 14 per second, so steps = ceil(sec
    center=True, reflect padding, random initial phase, power 1. Quality: `spectral_convergence` between that
    magnitude and the magnitude of each result recomputed the same way (0 is perfect; also shown for the
    random initial phase, 0 iterations).
+4. Griffin-Lim of 16 lines of `tiny`'s planned lengths (random magnitudes, the synthesis settings): the
+   padded batch in one call, as synthesis on a GPU does it, against each line alone at its own length, as
+   synthesis on a CPU does it.
 
 Timings are the best of R runs. The measurements take turns, R rounds of all of them, so that a busy moment
 on the machine does not land on one of them only. Each configuration is run once, untimed, before the rounds.
@@ -234,6 +238,20 @@ def run_librosa_griffin_lim(magnitude: torch.Tensor, features: FeatureConfig) ->
     return time.perf_counter() - start, wave
 
 
+def run_lines_griffin_lim(magnitudes: torch.Tensor, frames: list[int], features: FeatureConfig,
+                          per_line: bool) -> float:
+    """Wall seconds of Griffin-Lim on (lines, n_freqs, longest) magnitudes: the padded batch, or each line's
+    first frames[i] frames alone."""
+    settings = dict(config=features, iterations=DEFAULT_ITERATIONS, power=SynthConfig().power)
+    start = time.perf_counter()
+    if per_line:
+        for row, n in enumerate(frames):
+            griffin_lim(magnitudes[row, :, :n], **settings)
+    else:
+        griffin_lim(magnitudes, **settings)
+    return time.perf_counter() - start
+
+
 # ---- machine ----------------------------------------------------------------------------------------
 
 
@@ -335,13 +353,18 @@ def main() -> None:
     measurements["gl taco 1"] = griffin_lim_run(
         "gl taco 1", lambda: run_taco_griffin_lim(magnitude, features, 1, args.threads))
     measurements["gl librosa"] = griffin_lim_run("gl librosa", lambda: run_librosa_griffin_lim(magnitude, features))
+    line_frames = [n * planned["tiny"]["r"] for n in planned["tiny"]["steps"]]
+    line_magnitudes = torch.rand(N_LINES, features.n_fft // 2 + 1, max(line_frames),
+                                 generator=torch.Generator().manual_seed(0))
+    measurements["gl padded"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, per_line=False)
+    measurements["gl per line"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, per_line=True)
 
     print("warming up ...", file=sys.stderr)
     for name, synth in synths.items():
         short = [min(8, max(planned[name]["steps"]))] * N_LINES
         run_batched(synth, lines, short, vocode=True)
         run_one_by_one(synth, lines[:1], short[:1])
-    for key in ("gl taco", "gl taco 1", "gl librosa"):
+    for key in ("gl taco", "gl taco 1", "gl librosa", "gl padded", "gl per line"):
         measurements[key]()
 
     runs: dict[str, list[float]] = {key: [] for key in measurements}
@@ -418,6 +441,10 @@ def main() -> None:
                      f"{convergence(target, gl_waves[key], features):.3f}", "", ""))
     rows.append(("Griffin-Lim, librosa / taco time", f"{best(runs['gl librosa']) / best(runs['gl taco']):.2f}x at "
                  f"{threads}, {best(runs['gl librosa']) / best(runs['gl taco 1']):.2f}x at 1 thread", "", ""))
+    padded, per_line = best(runs["gl padded"]), best(runs["gl per line"])
+    rows.append((f"Griffin-Lim of {N_LINES} tiny lines, padded batch / each at its own length",
+                 f"{padded / per_line:.2f}x ({describe_times(runs['gl padded'])}; "
+                 f"{describe_times(runs['gl per line'])})", "", ""))
     print_table(rows)
 
 

@@ -12,7 +12,7 @@ from taco.cli import main
 from taco.features.mel import FeatureConfig, magnitude_stft, mel_filterbank, mel_spectrogram, normalize
 from taco.pipeline.checkpoint import load_checkpoint
 from taco.pipeline.griffin_lim import griffin_lim, mel_to_magnitude, spectral_convergence
-from taco.pipeline.synth import SynthConfig, Synthesizer, to_log_mel
+from taco.pipeline.synth import SynthConfig, Synthesizer, peak_normalize, to_log_mel
 
 
 def test_griffin_lim_rebuilds_a_speech_magnitude_with_spectral_convergence_below_0_1(speech):
@@ -56,6 +56,18 @@ def test_batched_synthesis_keeps_the_order_and_cuts_each_item_to_its_own_length(
         assert utterance.alignment.shape == (len(utterance.mel) // r, len(utterance.tokens))
         assert utterance.gate.shape == (len(utterance.mel) // r,)
         assert len(utterance.wave) == (len(utterance.mel) - 1) * synthesizer.feature_config.hop_length
+
+
+def test_on_a_cpu_each_line_is_vocoded_alone_from_its_own_mel(micro_checkpoint):
+    synthesizer = Synthesizer(micro_checkpoint, "cpu")
+    config = SynthConfig(batch_size=3, max_decoder_steps=20, griffin_lim_iterations=2)
+    texts = ["A short line.", "A much longer line of text to speak, with numbers like 42.", "Mid length one."]
+    features = synthesizer.feature_config
+    for utterance in synthesizer.synthesize(texts, config):
+        # (frames, n_mels) -> (n_mels, frames) -> (n_freqs, frames)
+        magnitude = mel_to_magnitude(torch.from_numpy(utterance.mel).T, features)
+        alone = griffin_lim(magnitude, features, config.griffin_lim_iterations, power=config.power, seed=config.seed)
+        np.testing.assert_allclose(utterance.wave, peak_normalize(alone.numpy()), atol=1e-6)
 
 
 def invoke(*args):
