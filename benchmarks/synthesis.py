@@ -67,7 +67,8 @@ from taco.features.corpus import Entry, read_metadata
 from taco.features.mel import FeatureConfig, magnitude_stft
 from taco.features.text import TextConfig, encode, symbols
 from taco.pipeline.checkpoint import save_checkpoint
-from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, DEFAULT_MOMENTUM, griffin_lim, spectral_convergence
+from taco.pipeline.griffin_lim import (DEFAULT_ITERATIONS, DEFAULT_MOMENTUM, griffin_lim, griffin_lim_lines,
+                                       spectral_convergence)
 from taco.pipeline.model import PRESETS, Tacotron2
 from taco.pipeline.synth import SynthConfig, Synthesizer
 
@@ -239,16 +240,10 @@ def run_librosa_griffin_lim(magnitude: torch.Tensor, features: FeatureConfig) ->
 
 
 def run_lines_griffin_lim(magnitudes: torch.Tensor, frames: list[int], features: FeatureConfig,
-                          per_line: bool) -> float:
-    """Wall seconds of Griffin-Lim on (lines, n_freqs, longest) magnitudes: the padded batch, or each line's
-    first frames[i] frames alone."""
-    settings = dict(config=features, iterations=DEFAULT_ITERATIONS, power=SynthConfig().power)
+                          each_alone: bool) -> float:
+    """Wall seconds of `griffin_lim_lines` on (lines, n_freqs, longest) magnitudes, as synthesis calls it."""
     start = time.perf_counter()
-    if per_line:
-        for row, n in enumerate(frames):
-            griffin_lim(magnitudes[row, :, :n], **settings)
-    else:
-        griffin_lim(magnitudes, **settings)
+    griffin_lim_lines(magnitudes, frames, features, each_alone, power=SynthConfig().power)
     return time.perf_counter() - start
 
 
@@ -356,8 +351,8 @@ def main() -> None:
     line_frames = [n * planned["tiny"]["r"] for n in planned["tiny"]["steps"]]
     line_magnitudes = torch.rand(N_LINES, features.n_fft // 2 + 1, max(line_frames),
                                  generator=torch.Generator().manual_seed(0))
-    measurements["gl padded"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, per_line=False)
-    measurements["gl per line"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, per_line=True)
+    measurements["gl padded"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, each_alone=False)
+    measurements["gl per line"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, each_alone=True)
 
     print("warming up ...", file=sys.stderr)
     for name, synth in synths.items():

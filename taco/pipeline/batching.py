@@ -330,19 +330,25 @@ def collate(items: list[tuple[np.ndarray, np.ndarray]], reduction_factor: int = 
             )
 
     B, n_mels = len(items), mel_list[0].shape[1]
-    token_lens = torch.tensor([len(t) for t in tokens_list], dtype=torch.int64)  # (B,)
+    tokens, token_lens = pad_tokens(tokens_list)
     mel_lens = torch.tensor([len(m) for m in mel_list], dtype=torch.int64)  # (B,)
-    T_text = int(token_lens.max())
     T_mel = math.ceil(int(mel_lens.max()) / r) * r  # whole decoder steps
 
-    tokens = torch.full((B, T_text), PAD_ID, dtype=torch.int64)
     mels = torch.zeros(B, T_mel, n_mels, dtype=torch.float32)
     gate_targets = torch.zeros(B, T_mel // r, dtype=torch.float32)
-    for i, (t, m) in enumerate(zip(tokens_list, mel_list)):
-        tokens[i, : len(t)] = t
+    for i, m in enumerate(mel_list):
         mels[i, : len(m)] = m
         gate_targets[i, (len(m) - 1) // r :] = 1.0  # the step holding the last frame, and every step after
     return {"tokens": tokens, "token_lens": token_lens, "mels": mels, "mel_lens": mel_lens, "gate_targets": gate_targets}
+
+
+def pad_tokens(token_ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-D int64 token ID tensors -> (B, T_text) padded with PAD_ID, and their (B,) lengths."""
+    token_lens = torch.tensor([len(ids) for ids in token_ids], dtype=torch.int64)
+    tokens = torch.full((len(token_ids), int(token_lens.max())), PAD_ID, dtype=torch.int64)
+    for i, ids in enumerate(token_ids):
+        tokens[i, : len(ids)] = ids
+    return tokens, token_lens
 
 
 def _validated_lengths(lengths) -> np.ndarray:

@@ -19,8 +19,9 @@ from taco.features.store import FeatureStore
 from taco.features.text import decode
 from taco.pipeline.alignment import AlignmentScores, score_alignment, severity
 from taco.pipeline.batching import collate
+from taco.pipeline.model import decoder_step_lens
 from taco.pipeline.plots import inspection_figure, save_figure
-from taco.pipeline.synth import SynthConfig, Synthesizer
+from taco.pipeline.synth import SynthConfig, Synthesizer, inference_item
 
 # Utterances plotted from a `--split` report: the worst few say what is wrong; all would bury them.
 DEFAULT_WORST_PLOTTED = 5
@@ -116,11 +117,11 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
         batch = {key: value.to(device) for key, value in collate(items, r).items()}
         forced = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
         free = model.infer(batch["tokens"], batch["token_lens"], config.max_decoder_steps)
+        forced_steps = decoder_step_lens(batch["mel_lens"], r).tolist()
         for row, (position, (tokens, target)) in enumerate(zip(chunk, items)):
-            n_tokens, forced_steps = len(tokens), -(-len(target) // r)
-            free_steps = int(free.mel_lens[row]) // r
-            forced_alignment = forced.alignments[row, :forced_steps, :n_tokens].float().cpu().numpy()
-            free_alignment = free.alignments[row, :free_steps, :n_tokens].float().cpu().numpy()
+            n_tokens = len(tokens)
+            forced_alignment = forced.alignments[row, : forced_steps[row], :n_tokens].float().cpu().numpy()
+            free_mel, free_alignment, gate = inference_item(free, row, n_tokens, r)
             scores = score_alignment(free_alignment, stopped=not bool(free.hit_step_limit[row]))
             labels = decode(tokens, synthesizer.text_config.symbols_version, keep_special=True)
             rows.append({
@@ -128,12 +129,11 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
                 "text": labels,
                 "scores": scores,
                 "teacher_forced": score_alignment(forced_alignment),
-                "frames": int(free.mel_lens[row]),
+                "frames": len(free_mel),
                 "target_frames": len(target),
             })
             figures.append(_figure_maker(
-                free_alignment, free.mels[row, : int(free.mel_lens[row])].float().cpu().numpy(),
-                torch.sigmoid(free.gate_logits[row, :free_steps].float()).cpu().numpy(),
+                free_alignment, free_mel, gate,
                 synthesizer.model_config.gate_threshold, labels, f"{store.ids[position]}: {scores.verdict}",
                 forced_alignment, target,
             ))

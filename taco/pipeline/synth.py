@@ -15,11 +15,12 @@ import soundfile
 import torch
 from tqdm import tqdm
 
-from taco.features.mel import MEL_FLOOR, FeatureConfig, denormalize
+from taco.features.mel import FeatureConfig, denormalize, normalize
 from taco.features.text import TextConfig, encode
 from taco.pipeline.checkpoint import CheckpointError, load_checkpoint
-from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, griffin_lim, mel_to_magnitude
-from taco.pipeline.model import ModelConfig, Tacotron2
+from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, griffin_lim_lines, mel_to_magnitude
+from taco.pipeline.batching import pad_tokens
+from taco.pipeline.model import Inference, ModelConfig, Tacotron2
 
 # Griffin-Lim sharpening: raising the magnitude to 1.5 before phase recovery lowers its phasiness
 # (Tacotron 1, Wang et al. 2017; Coqui TTS's default `power`).
@@ -103,50 +104,47 @@ class Synthesizer:
         return results
 
     def _synthesize_batch(self, texts, encoded, config: SynthConfig, vocode: bool) -> list[Utterance]:
-        token_lens = torch.tensor([len(item.ids) for item in encoded])
-        tokens = torch.zeros(len(encoded), int(token_lens.max()), dtype=torch.long)  # pad id 0
-        for row, item in enumerate(encoded):
-            tokens[row, : len(item.ids)] = torch.tensor(item.ids)
+        tokens, token_lens = pad_tokens([torch.tensor(item.ids, dtype=torch.int64) for item in encoded])
         inference = self.model.infer(tokens.to(self.device), token_lens.to(self.device), config.max_decoder_steps)
         mel_lens = inference.mel_lens.tolist()
         waves = self._vocode(inference.mels, mel_lens, config) if vocode else [None] * len(texts)
         utterances = []
-        r = self.model_config.reduction_factor
         for row, (text, item, wave) in enumerate(zip(texts, encoded, waves)):
-            frames = mel_lens[row]
-            steps = frames // r
+            mel, alignment, gate = inference_item(inference, row, len(item.ids), self.model_config.reduction_factor)
             utterances.append(Utterance(
                 text=text,
                 cleaned=item.cleaned,
                 dropped=item.dropped,
                 tokens=item.ids,
-                mel=inference.mels[row, :frames].float().cpu().numpy(),
-                alignment=inference.alignments[row, :steps, : len(item.ids)].float().cpu().numpy(),
-                gate=torch.sigmoid(inference.gate_logits[row, :steps].float()).cpu().numpy(),
+                mel=mel,
+                alignment=alignment,
+                gate=gate,
                 hit_step_limit=bool(inference.hit_step_limit[row]),
                 wave=wave,
             ))
         return utterances
 
     def _vocode(self, mels: torch.Tensor, mel_lens: list[int], config: SynthConfig) -> list[np.ndarray]:
-        """(B, T, n_mels) padded mels -> each item's peak-normalized waveform, (frames - 1) * hop samples.
-
-        On a GPU the padded batch goes through Griffin-Lim at once. On a CPU each item goes alone at its
-        own length, which does no work on padding and was never slower than the batch in our measurements:
-        16 `tiny` lines of 1.6-6 s took 1.34x less time (benchmarks/synthesis.py), and a padded batch of 16
-        equal lines took 1.0-2.6x the time of the lines one by one, depending on their length.
-        """
+        """(B, T, n_mels) padded mels -> each item's peak-normalized waveform: on a CPU each item alone at
+        its own length, on a GPU the padded batch at once (see `griffin_lim_lines`)."""
         # (B, T, n_mels) -> (B, n_mels, T) -> (B, n_freqs, T)
         magnitudes = mel_to_magnitude(mels.transpose(1, 2).float(), self.feature_config)
-        settings = dict(config=self.feature_config, iterations=config.griffin_lim_iterations, power=config.power,
-                        seed=config.seed)
-        if self.device.type == "cpu":
-            waves = [griffin_lim(magnitudes[row, :, :frames], **settings) for row, frames in enumerate(mel_lens)]
-        else:
-            batch = griffin_lim(magnitudes, **settings)
-            hop = self.feature_config.hop_length
-            waves = [batch[row, : (frames - 1) * hop] for row, frames in enumerate(mel_lens)]
+        waves = griffin_lim_lines(magnitudes, mel_lens, self.feature_config, each_alone=self.device.type == "cpu",
+                                  iterations=config.griffin_lim_iterations, power=config.power, seed=config.seed)
         return [peak_normalize(wave.cpu().numpy()) for wave in waves]
+
+
+def inference_item(inference: Inference, row: int, n_tokens: int, reduction_factor: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Item `row` of a batched `infer`, cut to its own length, as float32 arrays: mel (frames, n_mels),
+    alignment (steps, n_tokens) and the gate's stop probability (steps,)."""
+    frames = int(inference.mel_lens[row])
+    steps = frames // reduction_factor
+    return (
+        inference.mels[row, :frames].float().cpu().numpy(),
+        inference.alignments[row, :steps, :n_tokens].float().cpu().numpy(),
+        torch.sigmoid(inference.gate_logits[row, :steps].float()).cpu().numpy(),
+    )
 
 
 def synthesize(checkpoint_path: str | os.PathLike, texts: list[str], config: SynthConfig = SynthConfig(),
@@ -171,4 +169,4 @@ def to_log_mel(mel: np.ndarray, normalization: str) -> np.ndarray:
     convention of NVIDIA/tacotron2's and HiFi-GAN's vocoders."""
     magnitude = denormalize(torch.from_numpy(mel).double(), normalization)
     # (frames, n_mels) -> (n_mels, frames)
-    return torch.log(magnitude.clamp(min=MEL_FLOOR)).T.float().numpy()
+    return normalize(magnitude, "log").T.float().numpy()
