@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,6 +31,8 @@ from taco.features.preprocess import preprocess
 from taco.pipeline.inspect import inspect
 from taco.pipeline.presets import load_config
 from taco.pipeline.train import train
+
+from report import cpu_model, verdict
 
 BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
 TARGET_FOCUS_RATE = 0.5
@@ -60,7 +61,7 @@ def main() -> None:
     store, run = args.out / "store", args.out / "run"
     preprocess(BUNDLED_CORPUS, store, progress=False)
     model_config, train_config = load_config(args.config)
-    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}; torch {torch.__version__}, "
+    print(f"machine: {os.cpu_count()} cores, {cpu_model()}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"config {args.config}: reduction factor {model_config.reduction_factor}, batch_frames "
           f"{train_config.batch_frames}, guided attention weight {train_config.guided_attention_weight} "
@@ -89,9 +90,9 @@ def main() -> None:
     print(f"\ntotal wall time {(time.perf_counter() - started) / 60:.1f} min (training {training_seconds / 60:.1f})")
     if reached:
         print(f"target focus rate >= {TARGET_FOCUS_RATE} (teacher-forced): reached at step {reached[0]}, "
-              f"{reached[1]:.1f} training minutes: {'pass' if reached[1] <= TARGET_MINUTES else 'FAIL'}")
+              f"{reached[1]:.1f} training minutes: {verdict(reached[1] <= TARGET_MINUTES)}")
     else:
-        print(f"target focus rate >= {TARGET_FOCUS_RATE} (teacher-forced): not reached: FAIL")
+        print(f"target focus rate >= {TARGET_FOCUS_RATE} (teacher-forced): not reached: {verdict(False)}")
     print(f"plots: {args.out}/alignment_{steps:05d}/ and {run}/plots/")
     (args.out / "result.json").write_text(json.dumps({"reached": reached, "steps": steps}) + "\n")
 

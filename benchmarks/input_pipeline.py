@@ -81,7 +81,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from taco.features.corpus import CorpusError, Entry, read_metadata
-from taco.features.mel import MEL_FLOOR, FeatureConfig, hann_window, magnitude_stft, mel_filterbank
+from taco.features.mel import FeatureConfig, hann_window, magnitude_stft, mel_filterbank, normalize
 from taco.features.preprocess import preprocess
 from taco.features.store import FeatureStore, StoreError
 from taco.features.text import TextConfig, encode
@@ -93,7 +93,7 @@ from taco.pipeline.train import make_loaders
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the preprocess benchmark's corpus cache, and the report helpers every benchmark shares
-from preprocess import cached_corpus  # noqa: E402
+from preprocess import cached_corpus, warm_page_cache  # noqa: E402
 from report import cpu_model, print_table, verdict  # noqa: E402
 
 BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
@@ -284,7 +284,7 @@ class TacotronConvMel:
             raise ValueError("wave outside [-1, 1]")
         # (n_mels, n_freqs) @ (n_freqs, frames) -> (n_mels, frames)
         mel = self.mel_basis @ self.magnitude(wave)
-        return torch.log(torch.clamp(mel, min=MEL_FLOOR))  # their dynamic_range_compression, C = 1
+        return normalize(mel, "log")  # their dynamic_range_compression, C = 1: log(clamp(mel, min=1e-5))
 
 
 class TorchStftMel(TacotronConvMel):
@@ -480,8 +480,7 @@ def main() -> None:
             corpus = args.corpus or (cached_corpus(args.count) if args.count else Path(store.info["corpus"]))
         lengths = store.n_frames[store.split_indices("train")]
         entries = training_entries(store, corpus)
-        for entry in entries:
-            entry.audio_path.read_bytes()  # into the page cache
+        warm_page_cache(entries)
         batch_size = round(mean_batch_size(lengths, train_config, args.batches))
         features = store.feature_config
         dataset = OnTheFlyTextMel(entries, features, store.text_config, TacotronConvMel(features))

@@ -250,7 +250,6 @@ def run_lines_griffin_lim(magnitudes: torch.Tensor, frames: list[int], features:
 # ---- machine ----------------------------------------------------------------------------------------
 
 
-
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
@@ -297,8 +296,6 @@ def best(runs: list[float]) -> float:
 
 def describe_times(runs: list[float]) -> str:
     return f"best {best(runs):.2f} s of " + ", ".join(f"{seconds:.2f}" for seconds in runs)
-
-
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from taco.features.preprocess import preprocess
 from taco.features.store import FeatureStore
-from taco.pipeline.batching import BucketBatchSampler, FrameBudget, bucket_batches, collate, padding_waste
+from taco.pipeline.batching import (BucketBatchSampler, FrameBudget, bucket_batches, collate, cut_batches,
+                                    padding_waste)
 
 # ------------------------------------------------------------------ strategies and helpers
 
@@ -39,16 +40,7 @@ def ljspeech_like_lengths(count, seed):
 
 def random_batches(lengths, max_frames, seed):
     """The baseline: a random order cut greedily under the same budget, no sorting."""
-    budget, batches, batch = FrameBudget(max_frames=max_frames), [], []
-    for position in np.random.default_rng(seed).permutation(len(lengths)).tolist():
-        budget.add(lengths[position])
-        if budget.exceeded():
-            batches.append(batch)
-            batch = []
-            budget.reset()
-            budget.add(lengths[position])
-        batch.append(position)
-    return batches + [batch]
+    return cut_batches(np.random.default_rng(seed).permutation(len(lengths)), lengths, FrameBudget(max_frames=max_frames))
 
 
 # ------------------------------------------------------------------ bucket_batches: invariants

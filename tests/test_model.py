@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from taco.pipeline.model import PRESETS, DecoderState, ModelConfig, Tacotron2
+from taco.pipeline.model import PRESETS, DecoderState, ModelConfig, Tacotron2, mask_from_lens
 
 # Small enough that every test runs in well under a second on 2 CPU cores.
 SMALL = ModelConfig(
@@ -146,7 +146,7 @@ def test_decoder_state_is_explicit_so_a_step_can_be_replayed():
     model = make_model(config).eval()
     tokens, token_lens, _, _ = make_batch(config, [5, 3], [4, 4])
     memory = model.encoder(tokens, token_lens)
-    mask = token_lens[:, None] > torch.arange(tokens.shape[1])[None, :]
+    mask = mask_from_lens(token_lens, tokens.shape[1])
     processed = model.decoder.attention.process_memory(memory)
     state = model.decoder.initial_state(memory)
     assert isinstance(state, DecoderState)

@@ -12,7 +12,7 @@ import torch
 
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
-from taco.pipeline.checkpoint import load_checkpoint
+from taco.pipeline.checkpoint import load_checkpoint, step_file
 from taco.pipeline.losses import tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.train import TrainConfig, TrainingError, learning_rate_factor, make_loaders, train
@@ -90,7 +90,13 @@ def run_cli(*args, **popen):
 
 
 def weights(run_dir, step):
-    return load_checkpoint(run_dir / "checkpoints" / f"step_{step:08d}.pt")["model"]
+    return load_checkpoint(run_dir / "checkpoints" / step_file(step))["model"]
+
+
+def wait_for(path, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(small_store, micro_config, tmp_path):
@@ -100,13 +106,10 @@ def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(smal
     assert uninterrupted.wait() == 0, uninterrupted.stderr.read().decode()
 
     killed = run_cli("train", small_store, tmp_path / "killed", *common, "--max-steps", steps)
-    first = tmp_path / "killed" / "checkpoints" / "step_00000004.pt"
-    deadline = time.monotonic() + 120
-    while not first.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(tmp_path / "killed" / "checkpoints" / step_file(4))
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert not (tmp_path / "killed" / "checkpoints" / f"step_{steps:08d}.pt").exists(), "finished before the kill"
+    assert not (tmp_path / "killed" / "checkpoints" / step_file(steps)).exists(), "finished before the kill"
 
     resumed = run_cli("train", small_store, tmp_path / "killed", "--resume", "--device", "cpu", "--quiet", "--max-steps", steps)
     assert resumed.wait() == 0, resumed.stderr.read().decode()
@@ -118,10 +121,7 @@ def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(smal
 
 def test_sigterm_stops_after_the_step_and_writes_a_checkpoint(small_store, micro_config, tmp_path):
     process = run_cli("train", small_store, tmp_path / "run", "--config", micro_config, "--max-steps", 100000, "--quiet")
-    first = tmp_path / "run" / "checkpoints" / "step_00000004.pt"
-    deadline = time.monotonic() + 120
-    while not first.exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(tmp_path / "run" / "checkpoints" / step_file(4))
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
     summary = json.loads(output)

@@ -338,7 +338,6 @@ class TextConfig(JsonConfig):
             raise TypeError(f"add_eos must be a bool, got {self.add_eos!r}")
 
 
-
 # --------------------------------------------------------------------------- encoding
 
 

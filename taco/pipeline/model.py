@@ -101,7 +101,6 @@ class ModelConfig(JsonConfig):
         return 2 * self.encoder_lstm_dim
 
 
-
 PRESETS: dict[str, ModelConfig] = {
     # the paper / NVIDIA network: ~28M parameters
     "base": ModelConfig(),

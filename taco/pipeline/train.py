@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import signal
@@ -74,7 +75,6 @@ class TrainConfig(JsonConfig):
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.final_learning_rate <= self.learning_rate:
             raise ValueError("TrainConfig needs 0 < final_learning_rate <= learning_rate")
-
 
 
 class TrainingError(Exception):
@@ -151,8 +151,6 @@ def train(
         state = Progress(**checkpoint["progress"])
         sampler.load_state_dict(checkpoint["sampler"])
         restore_rng_states(checkpoint["rng"])
-    else:
-        sampler.set_epoch(0)
     trained = DistributedDataParallel(model) if world_size > 1 else model
 
     writer = RunWriter(run_dir, store, model_config, train_config) if rank == 0 else None
@@ -238,7 +236,8 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
     sampler = BucketBatchSampler(store.n_frames[train_rows], max_frames=train_config.batch_frames,
                                  batch_size=train_config.batch_size, seed=train_config.seed, rank=rank,
                                  world_size=world_size)
-    collate_r = _Collate(model_config.reduction_factor)
+    # a partial of a module-level function, so that DataLoader worker processes can unpickle it
+    collate_r = functools.partial(collate, reduction_factor=model_config.reduction_factor)
     # the loader gets its own generator so that creating an iterator never draws from the global RNG,
     # which would make a resumed run differ from an uninterrupted one
     generator = torch.Generator().manual_seed(train_config.seed)
@@ -251,20 +250,9 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
     if len(val_rows):
         val_sampler = BucketBatchSampler(store.n_frames[val_rows], max_frames=train_config.batch_frames,
                                          batch_size=train_config.batch_size, seed=train_config.seed)
-        val_sampler.set_epoch(0)
         val_loader = DataLoader(Subset(store, val_rows), batch_sampler=val_sampler, collate_fn=collate_r,
                                 num_workers=0)
     return sampler, train_loader, val_loader
-
-
-class _Collate:
-    """collate with the model's reduction factor; a class (not a lambda) so DataLoader workers can pickle it."""
-
-    def __init__(self, reduction_factor: int):
-        self.reduction_factor = reduction_factor
-
-    def __call__(self, items):
-        return collate(items, self.reduction_factor)
 
 
 def _train_step(model, optimizer, scaler, batch, model_config, train_config, step, autocast_dtype, device):
