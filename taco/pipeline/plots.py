@@ -23,14 +23,9 @@ def alignment_figure(alignment: np.ndarray, text: str | None = None, title: str 
     """
     steps, tokens = alignment.shape
     figure, axis = plt.subplots(figsize=(max(6.0, min(steps / 40, 16.0)), max(4.0, min(tokens / 12, 12.0))))
-    # (T_dec, T_text) -> (T_text, T_dec): decoder time runs left to right, text bottom to top
-    image = axis.imshow(alignment.T, aspect="auto", origin="lower", interpolation="none", vmin=0.0, vmax=1.0)
+    image, _ = _draw_alignment(axis, alignment, text)
     figure.colorbar(image, ax=axis)
-    axis.set_xlabel("decoder step")
     axis.set_ylabel("token")
-    if text is not None and len(text) == tokens and tokens <= MAX_LABELLED_TOKENS:
-        axis.set_yticks(range(tokens))
-        axis.set_yticklabels([char if char != " " else "␣" for char in text], fontsize=6)
     axis.set_title(title)
     figure.tight_layout()
     return figure
@@ -40,13 +35,31 @@ def mel_figure(mels: list[np.ndarray], titles: list[str]) -> Figure:
     """Stacked (frames, n_mels) mels, one panel each, sharing the frame axis."""
     figure, axes = plt.subplots(len(mels), 1, figsize=(10, 2.5 * len(mels)), sharex=True, squeeze=False)
     for axis, mel, title in zip(axes[:, 0], mels, titles):
-        # (frames, n_mels) -> (n_mels, frames): low bands at the bottom
-        axis.imshow(mel.T, aspect="auto", origin="lower", interpolation="none")
+        _draw_mel(axis, mel)
         axis.set_title(title)
-        axis.set_ylabel("mel band")
     axes[-1, 0].set_xlabel("frame")
     figure.tight_layout()
     return figure
+
+
+def _draw_alignment(axis, alignment: np.ndarray, text: str | None):
+    """Draw (T_dec, T_text) weights on `axis`, the token axis labelled with `text`'s characters when it
+    has one per token and few enough to read. Returns the image and whether the ticks were labelled."""
+    tokens = alignment.shape[1]
+    # (T_dec, T_text) -> (T_text, T_dec): decoder time runs left to right, text bottom to top
+    image = axis.imshow(alignment.T, aspect="auto", origin="lower", interpolation="none", vmin=0.0, vmax=1.0)
+    axis.set_xlabel("decoder step")
+    labelled = text is not None and len(text) == tokens and tokens <= MAX_LABELLED_TOKENS
+    if labelled:
+        axis.set_yticks(range(tokens))
+        axis.set_yticklabels([char if char != " " else "␣" for char in text], fontsize=6)
+    return image, labelled
+
+
+def _draw_mel(axis, mel: np.ndarray) -> None:
+    # (frames, n_mels) -> (n_mels, frames): low bands at the bottom
+    axis.imshow(mel.T, aspect="auto", origin="lower", interpolation="none")
+    axis.set_ylabel("mel band")
 
 
 def save_figure(figure: Figure, path: Path) -> None:
@@ -73,25 +86,17 @@ def inspection_figure(
     mels = [("predicted (free running)", predicted_mel)]
     if target_mel is not None:
         mels.insert(0, ("target", target_mel))
-    tokens = free_alignment.shape[1]
     figure = plt.figure(figsize=(14, 5 + 2.2 * len(mels) + 2), layout="constrained")
     rows = figure.subfigures(3, 1, height_ratios=[5, 2.2 * len(mels), 2])
     axes = rows[0].subplots(1, len(alignments), squeeze=False)[0]
     for axis, (name, alignment) in zip(axes, alignments):
-        # (T_dec, T_text) -> (T_text, T_dec): decoder time runs left to right, text bottom to top
-        axis.imshow(alignment.T, aspect="auto", origin="lower", interpolation="none", vmin=0.0, vmax=1.0)
+        _, labelled = _draw_alignment(axis, alignment, labels)
         axis.set_title(f"{name} alignment")
-        axis.set_xlabel("decoder step")
-        if len(labels) == tokens and tokens <= MAX_LABELLED_TOKENS:
-            axis.set_yticks(range(tokens))
-            axis.set_yticklabels([char if char != " " else "␣" for char in labels], fontsize=6)
-        else:
+        if not labelled:
             axis.set_ylabel("token")
     for axis, (name, mel) in zip(rows[1].subplots(len(mels), 1, sharex=True, squeeze=False)[:, 0], mels):
-        # (frames, n_mels) -> (n_mels, frames): low bands at the bottom
-        axis.imshow(mel.T, aspect="auto", origin="lower", interpolation="none")
+        _draw_mel(axis, mel)
         axis.set_title(f"{name} mel, {len(mel)} frames")
-        axis.set_ylabel("mel band")
     axis = rows[2].subplots()
     axis.plot(gate, label="stop probability")
     axis.axhline(gate_threshold, color="red", linestyle="--", label=f"threshold {gate_threshold:g}")
