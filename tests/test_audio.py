@@ -33,6 +33,17 @@ def test_8_bit_wav_at_16k_is_read_and_resampled(speech, tmp_path):
     assert len(load_audio(path, rate)) == pytest.approx(len(samples), abs=3)
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_16_bit_files_read_as_the_same_floats_libsndfile_gives(speech, tmp_path, channels):
+    samples, rate = speech
+    path = tmp_path / "pcm16.wav"
+    soundfile.write(path, np.stack([samples, -0.5 * samples][:channels], axis=1), rate, subtype="PCM_16")
+
+    libsndfile_floats = soundfile.read(path, dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32)
+
+    np.testing.assert_array_equal(load_audio(path, rate), libsndfile_floats)
+
+
 @pytest.mark.parametrize("content, reason", [
     (None, "missing audio file"),
     (b"", "empty audio file (0 bytes)"),
