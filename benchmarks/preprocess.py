@@ -9,9 +9,9 @@ by scripts/make_corpus.py into a cache folder, reused by later runs), with J wor
   default backend (J threads), wall time from the call to its return: pool start-up, text front end,
   read, mel, HDF5 write, fsync, index.
 - taco preprocess on loky: the same with `backend="loky"`, J worker processes that each import torch.
-- floor: the same files in one process with one torch thread (as each taco worker runs): soundfile
-  read (+ soxr when a file is not at the feature rate) + `taco.features.mel.mel_spectrogram`; no
-  text, no pool, no writing. Its throughput times J is the floor: what a perfect J-worker pool reaches.
+- floor: the same files in one process with one torch thread (as each taco worker runs):
+  `taco.features.audio.load_audio` (soundfile read, + soxr when a file is not at the feature rate) +
+  `taco.features.mel.mel_spectrogram`; no text, no pool, no writing. Its throughput times J is the floor: what a perfect J-worker pool reaches.
 - J-process floor: the same bare loop in J processes at once, each on every J-th file, timed by the
   slowest. Far below the floor means the machine does not give J cores' worth (SMT, a busy host),
   so "of floor" then measures the machine more than taco.
@@ -47,10 +47,10 @@ from pathlib import Path
 import joblib
 import numpy as np
 import soundfile
-import soxr
 import torch
 from joblib.externals.loky import get_reusable_executor
 
+from taco.features.audio import load_audio
 from taco.features.corpus import Entry, read_metadata
 from taco.features.mel import FeatureConfig, mel_spectrogram
 from taco.features.preprocess import DEFAULT_SHARD_SIZE, preprocess
@@ -132,12 +132,7 @@ def warm_page_cache(entries: list[Entry]) -> None:
 def run_floor(entries: list[Entry], config: FeatureConfig) -> None:
     torch.set_num_threads(1)  # as in each taco worker
     for entry in entries:
-        samples, rate = soundfile.read(entry.audio_path, dtype="float32")
-        if samples.ndim == 2:
-            samples = samples.mean(axis=1)  # (samples, channels) -> (samples,)
-        if rate != config.sample_rate:
-            samples = soxr.resample(samples, rate, config.sample_rate, quality="HQ")
-        mel_spectrogram(torch.from_numpy(samples), config)
+        mel_spectrogram(torch.from_numpy(load_audio(entry.audio_path, config.sample_rate)), config)
 
 
 def run_librosa(entries: list[Entry], config: FeatureConfig, jobs: int) -> None:
