@@ -291,8 +291,6 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
                     f"or start a fresh epoch without loading the sampler state"
                 )
         epoch, position = state["epoch"], state["position"]
-        if not _is_int(epoch) or epoch < 0:
-            raise ValueError(f"sampler state has a bad epoch: {epoch!r}")
         self.set_epoch(epoch)
         n_batches = len(self)
         if not _is_int(position) or not 0 <= position <= n_batches:

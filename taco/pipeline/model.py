@@ -39,6 +39,11 @@ _ODD_KERNELS = ("encoder_kernel_size", "location_kernel_size", "postnet_kernel_s
 _PROBABILITIES = ("prenet_dropout", "conv_dropout", "attention_dropout", "decoder_dropout", "zoneout")
 
 
+def _is_positive_int(value) -> bool:
+    # a plain int only: bool is an int subclass, and a numpy integer would not survive to_dict() as JSON
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 @dataclass(frozen=True)
 class ModelConfig(JsonConfig):
     """Every size of the network. Defaults: Tacotron2 paper and NVIDIA/tacotron2 hparams ("base")."""
@@ -72,15 +77,12 @@ class ModelConfig(JsonConfig):
         # accept any sequence (a JSON list, say) and store a tuple, so the config stays hashable
         object.__setattr__(self, "prenet_dims", tuple(self.prenet_dims))
         for name in _POSITIVE_INTS:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+            if not _is_positive_int(getattr(self, name)):
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
         for name in _ODD_KERNELS:
             if getattr(self, name) % 2 == 0:
                 raise ValueError(f"ModelConfig.{name} must be odd to keep lengths, got {getattr(self, name)}")
-        if not self.prenet_dims or not all(
-            isinstance(dim, int) and not isinstance(dim, bool) and dim > 0 for dim in self.prenet_dims
-        ):
+        if not self.prenet_dims or not all(_is_positive_int(dim) for dim in self.prenet_dims):
             raise ValueError(f"ModelConfig.prenet_dims must be one or more positive integers, got {self.prenet_dims!r}")
         for name in _PROBABILITIES:
             value = getattr(self, name)
@@ -514,18 +516,13 @@ class Tacotron2(nn.Module):
             raise ValueError(f"mels have {n_mels} channels, the model was built for n_mels={self.config.n_mels}")
         if T_mel % r != 0:
             raise ValueError(f"T_mel ({T_mel}) must be a multiple of reduction_factor ({r}); pad the batch to it")
-        T_dec = T_mel // r
 
         memory_mask = mask_from_lens(token_lens, T_text)  # (B, T_text)
         memory = self.encoder(tokens, token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
         decoded, gate_logits, alignments = self.decoder(memory, memory_mask, mels)
 
-        mel_mask = mask_from_lens(mel_lens, T_mel)  # (B, T_mel)
-        keep = mel_mask.unsqueeze(-1).to(decoded.dtype)  # (B, T_mel) -> (B, T_mel, 1)
-        decoded = decoded * keep
-        mels_postnet = (decoded + self.postnet(decoded, mel_mask)) * keep
         step_lens = decoder_step_lens(mel_lens, r)  # a partly valid last step still counts
-        alignments = alignments * mask_from_lens(step_lens, T_dec).unsqueeze(-1).to(alignments.dtype)
+        decoded, mels_postnet, alignments = self._postnet_and_masks(decoded, mel_lens, alignments, step_lens)
         return Tacotron2Output(decoded, mels_postnet, gate_logits, alignments)
 
     @torch.no_grad()
@@ -543,11 +540,22 @@ class Tacotron2(nn.Module):
         decoded, step_lens, alignments, hit_step_limit, gate_logits = self.decoder.infer(
             memory, memory_mask, max_steps, self.config.gate_threshold
         )
-        T_dec = alignments.shape[1]
         mel_lens = step_lens * r
-        mel_mask = mask_from_lens(mel_lens, T_dec * r)  # (B, T_max)
-        keep = mel_mask.unsqueeze(-1).to(decoded.dtype)  # (B, T_max) -> (B, T_max, 1)
-        # the postnet reads nothing after an item's stop (it masks its input), and nothing after it is kept
-        mels = (decoded + self.postnet(decoded, mel_mask)) * keep
-        alignments = alignments * mask_from_lens(step_lens, T_dec).unsqueeze(-1).to(alignments.dtype)
+        _, mels, alignments = self._postnet_and_masks(decoded, mel_lens, alignments, step_lens)
         return Inference(mels, mel_lens, alignments, hit_step_limit, gate_logits)
+
+    def _postnet_and_masks(
+        self, decoded: Tensor, mel_lens: Tensor, alignments: Tensor, step_lens: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Zero each item's frames past mel_lens and its alignment rows past step_lens, and add the postnet.
+
+        decoded (B, T_mel, n_mels) -> (decoded, postnet mels), both (B, T_mel, n_mels);
+        alignments (B, T_dec, T_text) -> the same, masked.
+        """
+        mel_mask = mask_from_lens(mel_lens, decoded.shape[1])  # (B, T_mel)
+        keep = mel_mask.unsqueeze(-1).to(decoded.dtype)  # (B, T_mel) -> (B, T_mel, 1)
+        decoded = decoded * keep
+        # the postnet reads nothing after an item's end (it masks its input), and nothing after it is kept
+        mels_postnet = (decoded + self.postnet(decoded, mel_mask)) * keep
+        step_mask = mask_from_lens(step_lens, alignments.shape[1]).unsqueeze(-1).to(alignments.dtype)
+        return decoded, mels_postnet, alignments * step_mask

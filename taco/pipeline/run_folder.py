@@ -45,6 +45,9 @@ class RunWriter:
         }
         (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         self.tensorboard = SummaryWriter(str(run_dir / "logs"))
+        # the first validation utterance, drawn and voiced at every checkpoint: (row, tokens, mel), None without one
+        val_rows = store.split_indices("val")
+        self.sample = (int(val_rows[0]), *store[int(val_rows[0])]) if len(val_rows) else None
 
     def scalars(self, prefix: str, terms: LossTerms, step: int, **extra: float) -> None:
         for name, value in terms._asdict().items():
@@ -75,26 +78,27 @@ class RunWriter:
         return checkpoint
 
     def checkpoint(self, model, optimizer, scheduler, scaler, sampler, state: Progress) -> None:
+        """A step checkpoint (pruned to the last keep_last), then the samples of the model as it is now."""
         directory = self.run_dir / "checkpoints"
         save_checkpoint(directory / step_file(state.step), self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state))
         prune_checkpoints(directory, self.train_config.keep_last)
+        self.samples(model, state.step)
 
     def validation(self, val_loss: LossTerms, state: Progress, model, optimizer, scheduler, scaler, sampler) -> None:
+        """Log the validation loss; a new best also becomes best.pt, resuming from `state`."""
         self.scalars("val", val_loss, state.step)
         if val_loss.total.item() < state.best_val_loss:
             state.best_val_loss = val_loss.total.item()
-            # best.pt resumes at the start of the next epoch, like the run itself does after validating
-            best = dataclasses.replace(state, epoch=state.epoch + 1, batches_done=0)
-            checkpoint = self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, best)
+            checkpoint = self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state)
             save_checkpoint(self.run_dir / "checkpoints" / BEST_FILE, checkpoint)
 
     @torch.no_grad()
-    def samples(self, model: Tacotron2, store: FeatureStore, val_loader, step: int, train_config: TrainConfig) -> None:
+    def samples(self, model: Tacotron2, step: int) -> None:
         """Alignment plots (teacher-forced and free-running) and Griffin-Lim audio of the first validation utterance."""
-        if val_loader is None:
+        if self.sample is None:
             return
-        row = int(store.split_indices("val")[0])
-        tokens, mel = store[row]
+        row, tokens, mel = self.sample
+        store = self.store
         device = next(model.parameters()).device
         batch = {key: value.to(device) for key, value in collate([(tokens, mel)], self.model_config.reduction_factor).items()}
         model.eval()
@@ -115,7 +119,7 @@ class RunWriter:
         save_figure(figure, plots / f"mel_step_{step:08d}.png")
         features = store.feature_config
         # (T, n_mels) -> (n_mels, T) for the vocoder
-        wave = mel_to_wave(torch.from_numpy(predicted.T.copy()), features, iterations=train_config.griffin_lim_iterations)
+        wave = mel_to_wave(torch.from_numpy(predicted.T.copy()), features, iterations=self.train_config.griffin_lim_iterations)
         wave = peak_normalize(wave.numpy())
         self.tensorboard.add_audio("griffin_lim", wave[None, :], step, sample_rate=features.sample_rate)
         write_wav(self.run_dir / "samples" / f"step_{step:08d}.wav", wave, features.sample_rate)

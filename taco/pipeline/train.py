@@ -185,29 +185,29 @@ def train(
                     bar.set_postfix(loss=f"{terms.total.item():.4f}",
                                     steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}")
                     if writer is not None and state.step % train_config.log_every == 0:
-                        writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm)
+                        writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
+                                       grad_norm=grad_norm.item())
                 bar.update(1)
                 if state.step % train_config.checkpoint_every == 0 and writer is not None:
                     writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
-                    writer.samples(model, store, val_loader, state.step, train_config)
                 if state.step >= last_step or stop.requested:
                     break
             else:
                 # the epoch ran to its end: validate, then start the next one
                 # every rank validates the whole (small) validation split, so the ranks agree without a reduce
                 val_loss = _validate(model, val_loader, model_config, train_config, state.step, autocast_dtype, device)
-                if val_loss is not None:
-                    last_val_loss = val_loss
-                    if writer is not None:
-                        writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
                 state.epoch += 1
                 state.batches_done = 0
                 sampler.set_epoch(state.epoch)
+                if val_loss is not None:
+                    last_val_loss = val_loss
+                    if writer is not None:
+                        # after the epoch advanced: best.pt resumes at the start of the next one, as this run does
+                        writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
     bar.close()
     if writer is not None:
         if state.step % train_config.checkpoint_every != 0:
             writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
-            writer.samples(model, store, val_loader, state.step, train_config)
         writer.close()
     if world_size > 1:
         dist.destroy_process_group()
@@ -256,7 +256,7 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
 
 
 def _train_step(model, optimizer, scaler, batch, model_config, train_config, step, autocast_dtype, device):
-    """One optimizer step. Returns (loss terms, grad norm), or (None, None) when the step was skipped as non-finite."""
+    """One optimizer step. Returns (loss terms, grad norm tensor), or (None, None) when it was skipped as non-finite."""
     optimizer.zero_grad(set_to_none=True)
     model.train()
     with _autocast(autocast_dtype, device):
@@ -281,7 +281,7 @@ def _train_step(model, optimizer, scaler, batch, model_config, train_config, ste
         scaler.update()
     else:
         optimizer.step()
-    return LossTerms(*(term.detach() for term in terms)), grad_norm.item()
+    return LossTerms(*(term.detach() for term in terms)), grad_norm.detach()
 
 
 def _loss(output, batch, model_config, train_config, step) -> LossTerms:
