@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,7 +31,7 @@ from taco.pipeline.inspect import inspect
 from taco.pipeline.presets import load_config
 from taco.pipeline.train import train
 
-from report import cpu_model, verdict
+from report import describe_machine, verdict
 
 BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
 TARGET_FOCUS_RATE = 0.5
@@ -61,8 +60,7 @@ def main() -> None:
     store, run = args.out / "store", args.out / "run"
     preprocess(BUNDLED_CORPUS, store, progress=False)
     model_config, train_config = load_config(args.config)
-    print(f"machine: {os.cpu_count()} cores, {cpu_model()}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"{describe_machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"config {args.config}: reduction factor {model_config.reduction_factor}, batch_frames "
           f"{train_config.batch_frames}, guided attention weight {train_config.guided_attention_weight} "
           f"(half-life {train_config.guided_attention_half_life} steps)\n")

@@ -61,10 +61,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import importlib.metadata
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -72,7 +70,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import soundfile
 import soxr
@@ -82,7 +79,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from taco.features.corpus import CorpusError, Entry, read_metadata
 from taco.features.mel import FeatureConfig, hann_window, magnitude_stft, mel_filterbank, normalize
-from taco.features.preprocess import preprocess
+from taco.features.preprocess import library_versions, preprocess
 from taco.features.store import FeatureStore, StoreError
 from taco.features.text import TextConfig, encode
 from taco.pipeline.batching import (DEFAULT_LENGTH_JITTER, BucketBatchSampler, FrameBudget, bucket_batches, collate,
@@ -94,7 +91,7 @@ from taco.pipeline.train import make_loaders
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the preprocess benchmark's corpus cache, and the report helpers every benchmark shares
 from preprocess import cached_corpus, warm_page_cache  # noqa: E402
-from report import cpu_model, print_table, verdict  # noqa: E402
+from report import describe_machine, print_table, verdict  # noqa: E402
 
 BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
 PRESET = "tiny"
@@ -521,11 +518,12 @@ def main() -> None:
     budget = (f"batch_frames {train_config.batch_frames}" if train_config.batch_frames is not None
               else f"batch_size {train_config.batch_size}")
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    versions = library_versions()
     header = [
-        f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable, load average {load}), {cpu_model()}",
-        f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
-        f"h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version}), soundfile {soundfile.__version__}, "
-        f"taco {_version('taco')}",
+        f"{describe_machine()}; load average {load}",
+        f"python {versions['python']}, torch {versions['torch']}, numpy {versions['numpy']}, "
+        f"h5py {versions['h5py']} (HDF5 {versions['hdf5']}), soundfile {versions['soundfile']}, "
+        f"taco {versions['taco']}",
         f"store: {'built in ' + format(built, '.1f') + ' s from ' + str(corpus) if built is not None else store_dir}; "
         f"{len(lengths)} training utterances, {lengths.mean():.0f} mel frames on average (max {lengths.max()})",
         f"on-the-fly audio: {corpus / AUDIO_DIR}, {', '.join(sorted({e.audio_path.suffix for e in entries}))} files",
@@ -564,13 +562,6 @@ def main() -> None:
          "", ""),
     ]
     print_report(header, rows)
-
-
-def _version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 if __name__ == "__main__":

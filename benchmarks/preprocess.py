@@ -55,7 +55,7 @@ from taco.features.corpus import Entry, read_metadata
 from taco.features.mel import FeatureConfig, mel_spectrogram
 from taco.features.preprocess import DEFAULT_SHARD_SIZE, preprocess
 
-from report import cpu_model, print_table, verdict
+from report import describe_machine, describe_times, print_table, verdict
 
 MAKE_CORPUS = Path(__file__).resolve().parents[1] / "scripts" / "make_corpus.py"
 # make_corpus.py finds about 900 utterances per voice; three voices are enough for 2000.
@@ -257,14 +257,6 @@ def run_all(corpus: Path, n_utterances: int, jobs: int, repeat: int) -> dict[str
 # ---- report -------------------------------------------------------------------------------------
 
 
-def best_seconds(runs: list[dict]) -> float:
-    return min(run["seconds"] for run in runs)
-
-
-def describe_times(runs: list[dict]) -> str:
-    return f"best {best_seconds(runs):.2f} s of " + ", ".join(f"{run['seconds']:.2f}" for run in runs)
-
-
 def peak_rss(runs: list[dict], jobs: int) -> int:
     """Largest main process plus J workers at the largest (if any): an upper bound on the run's total RSS."""
     return max(run["main_rss"] for run in runs) + jobs * max(run["worker_rss"] for run in runs)
@@ -280,33 +272,34 @@ def describe_memory(runs: list[dict], jobs: int) -> str:
 
 def print_report(corpus: Path, n_utterances: int, seconds: float, jobs: int, repeat: int,
                  runs: dict[str, list[dict]]) -> None:
-    taco = seconds / best_seconds(runs["taco"])
-    taco_loky = seconds / best_seconds(runs["taco_loky"])
-    floor = jobs * seconds / best_seconds(runs["floor"])
-    parallel_floor = seconds / best_seconds(runs["parallel_floor"])
-    librosa = seconds / best_seconds(runs["librosa"])
+    times = {name: [run["seconds"] for run in measured] for name, measured in runs.items()}
+    taco = seconds / min(times["taco"])
+    taco_loky = seconds / min(times["taco_loky"])
+    floor = jobs * seconds / min(times["floor"])
+    parallel_floor = seconds / min(times["parallel_floor"])
+    librosa = seconds / min(times["librosa"])
     small = n_utterances // MEMORY_SMALL_FRACTION
     memory_grows = peak_rss(runs["taco"], jobs) > MEMORY_GROWTH_TOLERANCE * peak_rss(runs["taco_small"], jobs)
 
-    print(f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu_model()}")
+    print(describe_machine())
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
           f"librosa {importlib.metadata.version('librosa')}, joblib {joblib.__version__}")
     print(f"corpus: {corpus}, {n_utterances} utterances, {seconds / 3600:.3f} h of audio")
     print(f"J = {jobs} jobs; speeds from the best of {repeat} runs, memory the largest; every run a fresh process")
     print()
     rows = [
-        ("taco preprocess (J threads, the default)", f"{taco:.0f}x real time ({describe_times(runs['taco'])})",
+        ("taco preprocess (J threads, the default)", f"{taco:.0f}x real time ({describe_times(times['taco'])})",
          f">= {TARGET_REAL_TIME:.0f}x", verdict(taco >= TARGET_REAL_TIME)),
         ("taco preprocess --backend loky (J processes)",
-         f"{taco_loky:.0f}x real time ({describe_times(runs['taco_loky'])})", "", ""),
-        ("floor: J x one-process read + mel", f"{floor:.0f}x real time (1 process: {describe_times(runs['floor'])})",
+         f"{taco_loky:.0f}x real time ({describe_times(times['taco_loky'])})", "", ""),
+        ("floor: J x one-process read + mel", f"{floor:.0f}x real time (1 process: {describe_times(times['floor'])})",
          "", ""),
         ("taco / floor", f"{taco / floor:.2f} of floor", f">= {TARGET_OF_FLOOR}",
          verdict(taco / floor >= TARGET_OF_FLOOR)),
         ("J-process floor (J loops at once)", f"{parallel_floor:.0f}x real time "
-         f"({describe_times(runs['parallel_floor'])})", "", ""),
+         f"({describe_times(times['parallel_floor'])})", "", ""),
         ("taco / J-process floor", f"{taco / parallel_floor:.2f}", "", ""),
-        ("librosa pipeline (loky, J workers)", f"{librosa:.0f}x real time ({describe_times(runs['librosa'])})",
+        ("librosa pipeline (loky, J workers)", f"{librosa:.0f}x real time ({describe_times(times['librosa'])})",
          "", ""),
         ("taco / librosa", f"{taco / librosa:.2f}x", f">= {TARGET_VS_LIBROSA:.0f}x",
          verdict(taco / librosa >= TARGET_VS_LIBROSA)),

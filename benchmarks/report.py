@@ -1,7 +1,8 @@
-"""What every benchmark prints: the machine's CPU, and the markdown table with a target column."""
+"""What every benchmark prints: the machine's CPU, its timings, and the markdown table with a target column."""
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -11,6 +12,16 @@ def cpu_model() -> str:
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
     models = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return models[0] if models else platform.processor() or "unknown CPU"
+
+
+def describe_machine() -> str:
+    """The header's first line: the cores there are, those this process may use, and the CPU model."""
+    return f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu_model()}"
+
+
+def describe_times(seconds: list[float]) -> str:
+    """The best of repeated timings, then all of them in the order they ran."""
+    return f"best {min(seconds):.2f} s of " + ", ".join(f"{value:.2f}" for value in seconds)
 
 
 def verdict(passed: bool) -> str:

@@ -47,6 +47,7 @@ header prints the load average and a probe: a 512 x 512 matmul at 1 and at T thr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.metadata
 import math
@@ -55,7 +56,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,7 @@ from taco.pipeline.griffin_lim import (DEFAULT_ITERATIONS, DEFAULT_MOMENTUM, gri
 from taco.pipeline.model import PRESETS, Tacotron2
 from taco.pipeline.synth import SynthConfig, Synthesizer
 
-from report import cpu_model, print_table, verdict
+from report import describe_machine, describe_times, print_table, verdict
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
 N_LINES = 16
@@ -207,15 +208,23 @@ def convergence(target: torch.Tensor, wave: torch.Tensor | np.ndarray, features:
     return spectral_convergence(target, magnitude_stft(wave, features))
 
 
-def run_taco_griffin_lim(magnitude: torch.Tensor, features: FeatureConfig, threads: int,
-                         restore: int) -> tuple[float, torch.Tensor]:
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """`threads` torch threads inside the block; the thread count before it again after, so that the next
+    measurement runs at the T threads of the header."""
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_taco_griffin_lim(magnitude: torch.Tensor, features: FeatureConfig, threads: int) -> tuple[float, torch.Tensor]:
+    with torch_threads(threads):
         start = time.perf_counter()
         wave = griffin_lim(magnitude, features, DEFAULT_ITERATIONS, DEFAULT_MOMENTUM, power=1.0, seed=0)
         return time.perf_counter() - start, wave
-    finally:
-        torch.set_num_threads(restore)
 
 
 def run_librosa_griffin_lim(magnitude: torch.Tensor, features: FeatureConfig) -> tuple[float, np.ndarray]:
@@ -254,10 +263,9 @@ def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def matmul_probe(threads: int, restore: int) -> float:
+def matmul_probe(threads: int) -> float:
     """Best seconds of a PROBE_SIZE square matmul at `threads` torch threads."""
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         a = torch.randn(PROBE_SIZE, PROBE_SIZE)
         a @ a
         best = math.inf
@@ -266,13 +274,11 @@ def matmul_probe(threads: int, restore: int) -> float:
             a @ a
             best = min(best, time.perf_counter() - start)
         return best
-    finally:
-        torch.set_num_threads(restore)
 
 
 def probe(threads: int) -> tuple[float, str]:
     """The T-thread speed-up of the probe matmul, and a line describing it with the load average."""
-    one, many = matmul_probe(1, threads), matmul_probe(threads, threads)
+    one, many = matmul_probe(1), matmul_probe(threads)
     line = (f"{PROBE_SIZE}x{PROBE_SIZE} matmul {one * 1e3:.2f} ms at 1 thread, {many * 1e3:.2f} ms at {threads}: "
             f"speed-up {one / many:.2f} (about {threads} on idle cores; near or below 1 when another process "
             f"holds a core), load average {load_average()}")
@@ -292,10 +298,6 @@ def contention_warning(speedups: list[float], threads: int) -> str | None:
 
 def best(runs: list[float]) -> float:
     return min(runs)
-
-
-def describe_times(runs: list[float]) -> str:
-    return f"best {best(runs):.2f} s of " + ", ".join(f"{seconds:.2f}" for seconds in runs)
 
 
 def main() -> None:
@@ -341,9 +343,9 @@ def main() -> None:
         return timed
 
     measurements["gl taco"] = griffin_lim_run(
-        "gl taco", lambda: run_taco_griffin_lim(magnitude, features, args.threads, args.threads))
+        "gl taco", lambda: run_taco_griffin_lim(magnitude, features, args.threads))
     measurements["gl taco 1"] = griffin_lim_run(
-        "gl taco 1", lambda: run_taco_griffin_lim(magnitude, features, 1, args.threads))
+        "gl taco 1", lambda: run_taco_griffin_lim(magnitude, features, 1))
     measurements["gl librosa"] = griffin_lim_run("gl librosa", lambda: run_librosa_griffin_lim(magnitude, features))
     line_frames = [n * planned["tiny"]["r"] for n in planned["tiny"]["steps"]]
     line_magnitudes = torch.rand(N_LINES, features.n_fft // 2 + 1, max(line_frames),
@@ -368,7 +370,7 @@ def main() -> None:
     warning = contention_warning([speedup_before, speedup_after], args.threads)
 
     # ---- report
-    print(f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu_model()}")
+    print(describe_machine())
     print(f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
           f"librosa {importlib.metadata.version('librosa')}")
     print(f"torch threads: {torch.get_num_threads()} (torch.set_num_threads({args.threads})), "
