@@ -89,20 +89,22 @@ MICRO = {
 
 def micro(**training):
     """The MICRO model and training configs, with training fields replaced by `training`."""
-    from taco.pipeline.model import PRESETS as MODEL_PRESETS
-    from taco.pipeline.model import ModelConfig
-    from taco.pipeline.presets import TRAINING_PRESETS
-    from taco.pipeline.train import TrainConfig
+    from taco.pipeline.presets import configs_from
 
-    model = ModelConfig.from_dict(MODEL_PRESETS["tiny"].to_dict() | MICRO["model"])
-    return model, TrainConfig.from_dict(TRAINING_PRESETS["tiny"].to_dict() | MICRO["training"] | training)
+    return configs_from(MICRO | {"training": MICRO["training"] | training})
 
 
 @pytest.fixture(scope="session")
-def micro_checkpoint(small_store, tmp_path_factory) -> Path:
-    """The last checkpoint of an 8-step MICRO run on `small_store`: a real, barely trained model."""
+def micro_run(small_store, tmp_path_factory) -> tuple[Path, dict]:
+    """An 8-step MICRO run on `small_store`: (its run folder, train()'s summary). Read it, never write into it."""
     from taco.pipeline.train import train
 
     run = tmp_path_factory.mktemp("micro_run") / "run"
-    train(small_store, run, *micro(), progress=False)
-    return run / "checkpoints" / "step_00000008.pt"
+    summary = train(small_store, run, *micro(), progress=False)
+    return run, summary
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint(micro_run) -> Path:
+    """The last checkpoint of the MICRO run: a real, barely trained model."""
+    return micro_run[0] / "checkpoints" / "step_00000008.pt"

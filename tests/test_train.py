@@ -54,11 +54,8 @@ def test_learning_rate_warms_up_then_decays_to_the_final_rate():
     assert factors[110] == pytest.approx(0.01)
 
 
-def test_a_run_writes_config_checkpoints_plots_samples_and_logs(small_store, tmp_path):
-    model_config, train_config = micro()
-    summary = train(small_store, tmp_path / "run", model_config, train_config, progress=False)
-
-    run = tmp_path / "run"
+def test_a_run_writes_config_checkpoints_plots_samples_and_logs(micro_run):
+    run, summary = micro_run
     assert summary["steps"] == 8 and summary["stopped_by"] == "max_steps"
     assert json.loads((run / "config.json").read_text())["model"]["reduction_factor"] == 2
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "step_00000004.pt", "step_00000008.pt"]
@@ -68,11 +65,8 @@ def test_a_run_writes_config_checkpoints_plots_samples_and_logs(small_store, tmp
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "logs"))
 
 
-def test_checkpoint_loads_with_weights_only_and_stands_alone(small_store, tmp_path):
-    model_config, train_config = micro(max_steps=4)
-    train(small_store, tmp_path / "run", model_config, train_config, progress=False)
-
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "step_00000004.pt", weights_only=True)
+def test_checkpoint_loads_with_weights_only_and_stands_alone(small_store, micro_run):
+    checkpoint = torch.load(micro_run[0] / "checkpoints" / "step_00000004.pt", weights_only=True)
 
     store = FeatureStore(small_store)
     assert checkpoint["symbols"] == store.symbols
@@ -185,13 +179,12 @@ def test_torchrun_with_two_cpu_processes_trains_and_only_rank_0_writes(small_sto
     assert len(os.listdir(tmp_path / "run" / "logs")) == 1
 
 
-def test_training_in_pieces_with_stop_at_equals_one_run(small_store, tmp_path):
+def test_training_in_pieces_with_stop_at_equals_one_run(small_store, micro_run, tmp_path):
     model_config, train_config = micro()
-    train(small_store, tmp_path / "whole", model_config, train_config, progress=False)
     first = train(small_store, tmp_path / "pieces", model_config, train_config, stop_at=4, progress=False)
     second = train(small_store, tmp_path / "pieces", resume=True, progress=False)
 
     assert (first["stopped_by"], first["steps"]) == ("stop_at", 4)
     assert (second["stopped_by"], second["steps"]) == ("max_steps", 8)
-    whole, pieces = weights(tmp_path / "whole", 8), weights(tmp_path / "pieces", 8)
+    whole, pieces = weights(micro_run[0], 8), weights(tmp_path / "pieces", 8)
     assert all(torch.equal(whole[name], pieces[name]) for name in whole)

@@ -50,11 +50,19 @@ def load_config(spec: str) -> tuple[ModelConfig, TrainConfig]:
         overrides = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
+    return configs_from(overrides, str(path))
+
+
+def configs_from(overrides, source: str = "config") -> tuple[ModelConfig, TrainConfig]:
+    """A config file's content, {"preset": name, "model": {...}, "training": {...}}, as the two configs.
+
+    Each given field replaces the preset's ("tiny" when no preset is named). `source` names the file in errors.
+    """
     if not isinstance(overrides, dict) or set(overrides) - set(CONFIG_KEYS):
-        raise ValueError(f"{path}: a config file is a JSON object with only the keys {CONFIG_KEYS}")
+        raise ValueError(f"{source}: a config file is a JSON object with only the keys {CONFIG_KEYS}")
     preset = overrides.get("preset", "tiny")
     if preset not in TRAINING_PRESETS:
-        raise ValueError(f"{path}: unknown preset {preset!r}; choose one of {sorted(TRAINING_PRESETS)}")
+        raise ValueError(f"{source}: unknown preset {preset!r}; choose one of {sorted(TRAINING_PRESETS)}")
     model = ModelConfig.from_dict(MODEL_PRESETS[preset].to_dict() | overrides.get("model", {}))
     training = TrainConfig.from_dict(TRAINING_PRESETS[preset].to_dict() | overrides.get("training", {}))
     return model, training
