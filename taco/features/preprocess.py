@@ -95,7 +95,7 @@ def preprocess(
     `jobs` and `backend` go to joblib (-1: all cores; any backend name joblib knows, e.g. "loky", "dask").
     Threads are the default: the per-utterance work runs in torch, numpy, libsndfile and soxr, which
     release the GIL, so threads use every core without the second or so that each worker process
-    spends importing torch (on 1000 clips of 1.5-6 s, 2 threads take half the time of 2 loky
+    spends importing torch (on 1000 clips of 1.5-6 s, 2 threads take 0.6 of the time of 2 loky
     processes; benchmarks/preprocess.py).
     Returns the store summary (see `summarize`). Raises StoreError or CorpusError for problems with the
     whole run; problems with single utterances are recorded as failures instead.
