@@ -296,10 +296,6 @@ def contention_warning(speedups: list[float], threads: int) -> str | None:
 # ---- report -----------------------------------------------------------------------------------------
 
 
-def best(runs: list[float]) -> float:
-    return min(runs)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads T")
@@ -402,7 +398,7 @@ def main() -> None:
     for name in PRESET_NAMES:
         steps, r = planned[name]["steps"], planned[name]["r"]
         audio = sum(audio_seconds(n, r, features) for n in steps)
-        model, vocoded = best(runs[f"{name} model"]), best(runs[f"{name} vocoded"])
+        model, vocoded = min(runs[f"{name} model"]), min(runs[f"{name} vocoded"])
         rows.append((f"{name}: RTF, model only, batch {BATCH_SIZE}",
                      f"{model / audio:.3f} ({describe_times(runs[f'{name} model'])} for {audio:.1f} s)", "", ""))
         goal, result = "", ""
@@ -416,7 +412,7 @@ def main() -> None:
         subset = one_by_one[name]
         audio = sum(audio_seconds(n, r, features) for n in steps)
         single_audio = sum(audio_seconds(steps[i], r, features) for i in subset)
-        batched, single = best(runs[f"{name} vocoded"]), best(runs[f"{name} one by one"])
+        batched, single = min(runs[f"{name} vocoded"]), min(runs[f"{name} one by one"])
         speedup = (single / single_audio) / (batched / audio)
         rows.append((f"{name}: per line, batch {BATCH_SIZE} (model + GL)",
                      f"{batched / N_LINES:.3f} s ({N_LINES} lines)", "", ""))
@@ -433,9 +429,9 @@ def main() -> None:
                        ("gl librosa", "librosa.griffinlim, numpy")):
         rows.append((f"Griffin-Lim, {label}", f"{describe_times(runs[key])}, spectral convergence "
                      f"{convergence(target, gl_waves[key], features):.3f}", "", ""))
-    rows.append(("Griffin-Lim, librosa / taco time", f"{best(runs['gl librosa']) / best(runs['gl taco']):.2f}x at "
-                 f"{threads}, {best(runs['gl librosa']) / best(runs['gl taco 1']):.2f}x at 1 thread", "", ""))
-    padded, per_line = best(runs["gl padded"]), best(runs["gl per line"])
+    rows.append(("Griffin-Lim, librosa / taco time", f"{min(runs['gl librosa']) / min(runs['gl taco']):.2f}x at "
+                 f"{threads}, {min(runs['gl librosa']) / min(runs['gl taco 1']):.2f}x at 1 thread", "", ""))
+    padded, per_line = min(runs["gl padded"]), min(runs["gl per line"])
     rows.append((f"Griffin-Lim of {N_LINES} tiny lines, padded batch / each at its own length",
                  f"{padded / per_line:.2f}x ({describe_times(runs['gl padded'])}; "
                  f"{describe_times(runs['gl per line'])})", "", ""))

@@ -34,9 +34,10 @@ def test_8_bit_wav_at_16k_is_read_and_resampled(speech, tmp_path):
 
 
 @pytest.mark.parametrize("channels", [1, 2])
-def test_16_bit_files_read_as_the_same_floats_libsndfile_gives(speech, tmp_path, channels):
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_16_bit_files_read_as_the_same_floats_libsndfile_gives(speech, tmp_path, channels, suffix):
     samples, rate = speech
-    path = tmp_path / "pcm16.wav"
+    path = tmp_path / f"pcm16{suffix}"
     soundfile.write(path, np.stack([samples, -0.5 * samples][:channels], axis=1), rate, subtype="PCM_16")
 
     libsndfile_floats = soundfile.read(path, dtype="float32", always_2d=True)[0].mean(axis=1, dtype=np.float32)

@@ -304,6 +304,7 @@ def test_restored_sampler_uses_the_consumed_count_the_training_loop_saved():
         ({"n_utterances": 399}, "saved with n_utterances=399"),
         ({"shuffle": True}, r"unknown keys in sampler state: \['shuffle'\]"),
         ({"position": 10_000}, "outside epoch 0's"),
+        ({"epoch": -1}, "epoch must be a non-negative integer"),
     ],
 )
 def test_load_state_dict_refuses_a_state_made_for_other_batches(change, message):

@@ -31,6 +31,7 @@ def test_normalized_mel_of_real_speech_matches_librosa_within_1e_4(speech, norma
     reference = normalize(torch.from_numpy(librosa_mel(samples, config)), normalization)
     assert ours.dtype == torch.float32
     assert ours.shape == reference.shape == (config.n_mels, n_frames(len(samples), config.hop_length))
+    assert ours.mT.is_contiguous()  # one frame per row, as the store keeps them, without a copy
     assert (ours - reference).abs().max().item() < 1e-4
 
 
@@ -64,6 +65,12 @@ def test_batched_input_gives_each_item_its_own_mel(speech):
 def test_feature_config_rejects_impossible_settings(bad):
     with pytest.raises(ValueError):
         FeatureConfig(**bad)
+
+
+def test_feature_config_refuses_a_band_that_holds_no_fft_bin():
+    # 0-10 Hz lies below the first bin above 0 Hz (21.5 Hz at n_fft 1024), and the filters are zero at 0 Hz
+    with pytest.raises(ValueError, match="every mel would be zero"):
+        FeatureConfig(f_min=0.0, f_max=10.0)
 
 
 def test_feature_config_round_trips_through_a_plain_dict():

@@ -65,6 +65,12 @@ def test_a_run_writes_config_checkpoints_plots_samples_and_logs(micro_run):
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "logs"))
 
 
+def test_best_checkpoint_resumes_at_the_start_of_the_epoch_after_its_validation(micro_run):
+    best = load_checkpoint(micro_run[0] / "checkpoints" / "best.pt")
+    assert best["progress"]["epoch"] >= 1 and best["progress"]["batches_done"] == 0
+    assert (best["sampler"]["epoch"], best["sampler"]["position"]) == (best["progress"]["epoch"], 0)
+
+
 def test_checkpoint_loads_with_weights_only_and_stands_alone(small_store, micro_run):
     checkpoint = torch.load(micro_run[0] / "checkpoints" / "step_00000004.pt", weights_only=True)
 

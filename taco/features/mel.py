@@ -63,6 +63,11 @@ class FeatureConfig(JsonConfig):
             raise ValueError(f"FeatureConfig.normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
         if self.trim_db is not None and self.trim_db <= 0:
             raise ValueError(f"FeatureConfig.trim_db must be positive or None, got {self.trim_db}")
+        if not mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.f_min, self.f_max).any():
+            raise ValueError(
+                f"FeatureConfig: no FFT bin of n_fft={self.n_fft} at {self.sample_rate} Hz falls between f_min="
+                f"{self.f_min} and f_max={self.f_max} Hz, so every mel would be zero; widen the band or raise n_fft"
+            )
 
 
 def _hz_to_mel(hz: torch.Tensor) -> torch.Tensor:
@@ -126,8 +131,8 @@ def _stft(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
 
 def _abs(spectrum: torch.Tensor) -> torch.Tensor:
     if spectrum.device.type == "cpu":
-        # torch's complex abs() on CPU takes 9x numpy's (1.5 ms vs 0.17 ms on a 4 s clip, torch 2.13), a third
-        # of all preprocessing time; the tensor and the array share memory, so this copies nothing extra
+        # torch's complex abs() on CPU takes 10x numpy's (0.5 ms vs 0.05 ms for the mel's bins of a 4 s clip,
+        # torch 2.13); the tensor and the array share memory, so this copies nothing extra
         return torch.from_numpy(np.abs(spectrum.numpy()))
     return spectrum.abs()
 
@@ -156,7 +161,7 @@ def mel_spectrogram(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     as the store keeps them, costs no copy.
 
     The FFT runs in float64 and its output is rounded to complex64, as librosa computes its STFT: an FFT
-    in float32 has rounding errors, relative to a frame's loudest bin, that reach 3e-4 in the log-mel of
+    in float32 has rounding errors, relative to a frame's loudest bin, that reach 3.7e-4 in the log-mel of
     quiet bins (measured against librosa on 100 espeak utterances); this way they stay at 1e-6.
     """
     projection = _mel_projection(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
