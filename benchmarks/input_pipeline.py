@@ -91,7 +91,7 @@ from taco.pipeline.train import make_loaders
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the preprocess benchmark's corpus cache, and the report helpers every benchmark shares
 from preprocess import cached_corpus, warm_page_cache  # noqa: E402
-from report import describe_machine, print_table, verdict  # noqa: E402
+from report import describe_machine, load_average, print_table, verdict  # noqa: E402
 
 BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
 PRESET = "tiny"
@@ -517,10 +517,9 @@ def main() -> None:
     taco_waste = 1 - sum(run.real_frames for run in runs["taco"]) / sum(run.padded_frames for run in runs["taco"])
     budget = (f"batch_frames {train_config.batch_frames}" if train_config.batch_frames is not None
               else f"batch_size {train_config.batch_size}")
-    load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     versions = library_versions()
     header = [
-        f"{describe_machine()}; load average {load}",
+        f"{describe_machine()}; load average {load_average()}",
         f"python {versions['python']}, torch {versions['torch']}, numpy {versions['numpy']}, "
         f"h5py {versions['h5py']} (HDF5 {versions['hdf5']}), soundfile {versions['soundfile']}, "
         f"taco {versions['taco']}",

@@ -11,7 +11,8 @@ by scripts/make_corpus.py into a cache folder, reused by later runs), with J wor
 - taco preprocess on loky: the same with `backend="loky"`, J worker processes that each import torch.
 - floor: the same files in one process with one torch thread (as each taco worker runs):
   `taco.features.audio.load_audio` (soundfile read, + soxr when a file is not at the feature rate) +
-  `taco.features.mel.mel_spectrogram`; no text, no pool, no writing. Its throughput times J is the floor: what a perfect J-worker pool reaches.
+  `taco.features.mel.mel_spectrogram`; no text, no pool, no writing. Its throughput times J is the
+  floor: what a perfect J-worker pool reaches.
 - J-process floor: the same bare loop in J processes at once, each on every J-th file, timed by the
   slowest. Far below the floor means the machine does not give J cores' worth (SMT, a busy host),
   so "of floor" then measures the machine more than taco.

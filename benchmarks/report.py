@@ -19,6 +19,11 @@ def describe_machine() -> str:
     return f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu_model()}"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: how busy the machine was around a measurement."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def describe_times(seconds: list[float]) -> str:
     """The best of repeated timings, then all of them in the order they ran."""
     return f"best {min(seconds):.2f} s of " + ", ".join(f"{value:.2f}" for value in seconds)

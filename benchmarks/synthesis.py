@@ -73,7 +73,7 @@ from taco.pipeline.griffin_lim import (DEFAULT_ITERATIONS, DEFAULT_MOMENTUM, gri
 from taco.pipeline.model import PRESETS, Tacotron2
 from taco.pipeline.synth import SynthConfig, Synthesizer
 
-from report import describe_machine, describe_times, print_table, verdict
+from report import describe_machine, describe_times, load_average, print_table, verdict
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
 N_LINES = 16
@@ -257,10 +257,6 @@ def run_lines_griffin_lim(magnitudes: torch.Tensor, frames: list[int], features:
 
 
 # ---- machine ----------------------------------------------------------------------------------------
-
-
-def load_average() -> str:
-    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def matmul_probe(threads: int) -> float:
