@@ -142,16 +142,32 @@ def magnitude_stft(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     return _abs(_stft(wave, config))
 
 
-@functools.lru_cache(maxsize=8)
-def _mel_projection(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float) -> torch.Tensor:
-    """The filterbank as (n_bins, n_mels), cut after the last bin that any filter weighs.
+# Filters per block of the mel product. Each block is one small matrix product whose 16 float32 output
+# columns fill whole SIMD registers: blocks of 8 filters took as long as the dense product, of 13 0.85 of
+# its time, of 16 0.6 (80 mels, torch 2.13's MKL on AVX-512).
+FILTERS_PER_BLOCK = 16
 
-    Bins above f_max have zero weight in every filter (141 of 513 at the defaults), so their magnitudes are
-    never computed. Cached and shared: never modify the result in place.
+
+@functools.lru_cache(maxsize=8)
+def _mel_blocks(
+    sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float
+) -> tuple[tuple[slice, torch.Tensor], ...]:
+    """The filterbank as blocks of FILTERS_PER_BLOCK consecutive filters: (bins, weights (n_bins, n_filters)).
+
+    A filter weighs only the FFT bins under its triangle (3 to 27 of 513 at the defaults), so one dense
+    product of all bins with all filters multiplies mostly zeros; each block takes only the run of bins
+    its filters weigh, 2185 multiplications per frame at the defaults instead of 29680. Bins above f_max
+    are in no block and their magnitudes are never computed. Cached and shared: never modify in place.
     """
     filters = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max)
-    n_bins = int(filters.sum(dim=0).nonzero().max()) + 1
-    return filters[:, :n_bins].T.contiguous()
+    blocks = []
+    for first in range(0, n_mels, FILTERS_PER_BLOCK):
+        block = filters[first : first + FILTERS_PER_BLOCK]
+        weighted = block.sum(dim=0).nonzero()
+        # a block of empty filters (many mels in a narrow band) weighs no bin and gives zeros
+        bins = slice(int(weighted.min()), int(weighted.max()) + 1) if len(weighted) else slice(0, 0)
+        blocks.append((bins, block[:, bins].T.contiguous()))
+    return tuple(blocks)
 
 
 def mel_spectrogram(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
@@ -164,13 +180,13 @@ def mel_spectrogram(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     in float32 has rounding errors, relative to a frame's loudest bin, that reach 3.7e-4 in the log-mel of
     quiet bins (measured against librosa on 100 espeak utterances); this way they stay at 1e-6.
     """
-    projection = _mel_projection(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
-    n_bins = projection.shape[0]
+    blocks = _mel_blocks(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
+    n_bins = max(bins.stop for bins, _ in blocks)
     spectrum = _stft(wave.to(torch.float64), config)
     # (..., n_freqs, frames) -> (..., frames, n_bins), each frame a contiguous row
-    spectrum = spectrum[..., :n_bins, :].mT.to(torch.complex64)
-    # (..., frames, n_bins) @ (n_bins, n_mels) -> (..., frames, n_mels)
-    mel = _abs(spectrum) @ projection.to(wave.device)
+    magnitude = _abs(spectrum[..., :n_bins, :].mT.to(torch.complex64))
+    # per block (..., frames, its bins) @ (its bins, its filters), side by side -> (..., frames, n_mels)
+    mel = torch.cat([magnitude[..., bins] @ weights.to(wave.device) for bins, weights in blocks], dim=-1)
     return normalize(mel, config.normalization).mT
 
 
