@@ -131,10 +131,11 @@ def preprocess(
         ShardTask(number, tuple(entries[start : start + shard_size]))
         for number, start in enumerate(range(0, len(entries), shard_size))
     ]
-    summaries, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint)
+    reused, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint)
+    parts = [_IndexPart.of(summary, split) for summary in reused]
     with tqdm(
         total=len(entries),
-        initial=sum(len(s.task_ids) for s in summaries),
+        initial=sum(len(s.task_ids) for s in reused),
         unit="utt",
         desc="preprocess",
         disable=not progress,
@@ -150,12 +151,12 @@ def preprocess(
                 for task in pending
             )
             for summary in results:
-                summaries.append(summary)
+                parts.append(_IndexPart.of(summary, split))
                 bar.update(len(summary.task_ids))
         finally:
             torch.set_num_threads(threads)
 
-    _write_index(store_dir, info, sorted(summaries, key=lambda s: s.name), split, failures)
+    _write_index(store_dir, info, sorted(parts, key=lambda part: part.shard), failures)
     return summarize(store_dir)
 
 
@@ -271,28 +272,53 @@ def process_utterance(
     return Utterance(entry.id, np.asarray(encoded.ids, dtype=np.int64), mel), encoded.dropped
 
 
-def _write_index(store_dir: Path, info: dict, summaries: list[ShardSummary], split: dict[str, str],
-                 metadata_failures: list[tuple[str, str]]) -> None:
-    """Merge shard summaries into index.tsv, failures.tsv, the train-split mel stats and a complete store.json."""
+@dataclass
+class _IndexPart:
+    """One shard's share of the store's index: its index rows, failures, dropped characters and train mel sums.
+
+    Made from each ShardSummary as it arrives, which is then let go: its per-utterance sums (2 x n_mels
+    float64 per utterance, allocated in the worker that wrote the shard) would otherwise live to the end
+    of the run, and peak memory would grow with the corpus.
+    """
+
+    shard: str
+    rows: list[tuple]  # INDEX_COLUMNS
+    failures: list[tuple[str, str]]
+    dropped_characters: dict[str, int]
+    train_frames: int
+    train_sum: np.ndarray  # (n_mels,) float64
+    train_sq_sum: np.ndarray  # (n_mels,) float64
+
+    @classmethod
+    def of(cls, summary: ShardSummary, split: dict[str, str]) -> _IndexPart:
+        splits = [split[id_] for id_ in summary.ids]
+        rows = [(id_, summary.name, row, int(summary.n_frames[row]), int(summary.n_tokens[row]), splits[row])
+                for row, id_ in enumerate(summary.ids)]
+        train = np.array([name == "train" for name in splits], dtype=bool)
+        return cls(summary.name, rows, summary.failures, summary.dropped_characters,
+                   int(summary.n_frames[train].sum()), summary.mel_sum[train].sum(axis=0),
+                   summary.mel_sq_sum[train].sum(axis=0))
+
+
+def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart], metadata_failures: list[tuple[str, str]]) -> None:
+    """Merge the shards' index parts into index.tsv, failures.tsv, the train-split mel stats and a complete store.json."""
     index_rows, failures, dropped = [], list(metadata_failures), Counter()
     n_mels = info["feature_config"]["n_mels"]
     frames, total, total_sq = 0, np.zeros(n_mels), np.zeros(n_mels)
-    for summary in summaries:
-        for row, id_ in enumerate(summary.ids):
-            index_rows.append((id_, summary.name, row, summary.n_frames[row], summary.n_tokens[row], split[id_]))
-            if split[id_] == "train":
-                frames += summary.n_frames[row]
-                total += summary.mel_sum[row]
-                total_sq += summary.mel_sq_sum[row]
-        failures.extend(summary.failures)
-        dropped.update(summary.dropped_characters)
+    for part in parts:
+        index_rows.extend(part.rows)
+        failures.extend(part.failures)
+        dropped.update(part.dropped_characters)
+        frames += part.train_frames
+        total += part.train_sum
+        total_sq += part.train_sq_sum
     mean = total / max(frames, 1)
     std = np.sqrt(np.maximum(total_sq / max(frames, 1) - mean**2, 0.0))
     write_tsv_atomically(store_dir / INDEX_FILE, INDEX_COLUMNS, index_rows)
     write_tsv_atomically(store_dir / FAILURES_FILE, ("id", "reason"), failures)
     info = info | {
         "complete": True,
-        "shards": [s.name for s in summaries],
+        "shards": [part.shard for part in parts],
         "stats": {"split": "train", "frames": int(frames), "mean": mean.tolist(), "std": std.tolist()},
         "dropped_characters": dict(sorted(dropped.items())),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
