@@ -22,6 +22,11 @@ by scripts/make_corpus.py into a cache folder, reused by later runs), with J wor
 - taco and the librosa pipeline also run on the corpus's first quarter. The whole run's best time less
   the quarter's is what the other three quarters cost without the start-up (pool, imports), so the
   ratio of those differences is what "taco / librosa" tends to on ever larger corpora.
+- per utterance, in one process with one torch thread (`--_measure per_utterance`, R rounds taking
+  turns, best of each): taco's `process_utterance` (text, read, mel), the floor's read + mel, the
+  librosa pipeline's chunk function, and taco's `write_shard` of those utterances' mels into new shard
+  files (HDF5, fsync). librosa's time over taco's with the writes is what "taco / librosa" tends to once
+  start-up has amortized, before the second worker changes it.
 - peak memory of taco preprocess, on the whole corpus and on its first quarter: the process's peak
   RSS, plus J times the largest worker process's where there are any (RUSAGE_SELF, and
   RUSAGE_CHILDREN once the workers exit).
@@ -57,7 +62,9 @@ from joblib.externals.loky import get_reusable_executor
 from taco.features.audio import load_audio
 from taco.features.corpus import Entry, read_metadata
 from taco.features.mel import FeatureConfig, mel_spectrogram
-from taco.features.preprocess import DEFAULT_SHARD_SIZE, preprocess
+from taco.features.preprocess import DEFAULT_SHARD_SIZE, preprocess, process_utterance
+from taco.features.store import write_shard
+from taco.features.text import TextConfig
 
 from report import describe_machine, describe_times, print_table, verdict
 
@@ -77,6 +84,8 @@ TARGET_OF_FLOOR = 0.7
 TARGET_VS_LIBROSA = 2.0
 # "Does not grow": the whole corpus may take at most this much more peak RSS than its first quarter.
 MEMORY_GROWTH_TOLERANCE = 1.10
+# Utterances (at most) in the per-utterance measurement.
+PER_UTTERANCE_COUNT = 600
 
 # Coqui TTS AudioProcessor defaults (TTS/utils/audio/processor.py, numpy_transforms.py, BaseAudioConfig):
 # dB = spec_gain * log10(max(floor, mel)) - ref_level_db; [min_level_db, 0] dB -> [0, 1] ->
@@ -180,6 +189,41 @@ def librosa_chunk(paths: list[str], settings: dict) -> list[np.ndarray]:
     return mels
 
 
+def measure_per_utterance(corpus: Path, repeat: int) -> dict:
+    """Milliseconds per utterance of each stage's steady-state work, in this one process: the best of `repeat` rounds."""
+    torch.set_num_threads(1)
+    entries = corpus_entries(corpus, PER_UTTERANCE_COUNT)
+    config, text = FeatureConfig(), TextConfig()
+    settings = config.to_dict()
+    paths = [str(entry.audio_path) for entry in entries]
+    utterances = []
+
+    def taco() -> None:
+        utterances[:] = [process_utterance(entry, config, text, float("inf"))[0] for entry in entries]
+
+    def write(shard_dir: Path) -> None:
+        # new files every round and kept until the end: a real store's writes never reuse freed pages
+        for start in range(0, len(utterances), DEFAULT_SHARD_SIZE):
+            batch = utterances[start : start + DEFAULT_SHARD_SIZE]
+            write_shard(shard_dir / f"{start:06d}.h5", "benchmark", [u.id for u in batch], batch, [], {}, config.n_mels)
+
+    stages = {"taco": taco, "floor": lambda: run_floor(entries, config), "librosa": lambda: librosa_chunk(paths, settings)}
+    librosa_chunk(paths[:1], settings)  # librosa's imports and caches, outside the timing
+    best = {name: float("inf") for name in [*stages, "write"]}
+    with tempfile.TemporaryDirectory(prefix="taco-bench-") as work:
+        for number in range(repeat):
+            for name, stage in stages.items():
+                start = time.perf_counter()
+                stage()
+                best[name] = min(best[name], time.perf_counter() - start)
+            shard_dir = Path(work) / str(number)
+            shard_dir.mkdir()
+            start = time.perf_counter()
+            write(shard_dir)
+            best["write"] = min(best["write"], time.perf_counter() - start)
+    return {name: 1000 * seconds / len(entries) for name, seconds in best.items()} | {"utterances": len(entries)}
+
+
 def measure(pipeline: str, corpus: Path, limit: int, jobs: int, part: int | None) -> dict:
     """Run one pipeline once in this process: wall seconds, peak RSS of this process and of its largest worker.
 
@@ -242,6 +286,13 @@ def run_parallel_floor(corpus: Path, limit: int, jobs: int) -> dict:
     return {"seconds": max(json.loads(output.splitlines()[-1])["seconds"] for output in outputs)}
 
 
+def run_per_utterance(corpus: Path, repeat: int) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--_measure", "per_utterance", "--corpus", str(corpus),
+               "--repeat", str(repeat)]
+    result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 def run_all(corpus: Path, n_utterances: int, jobs: int, repeat: int) -> dict[str, list[dict]]:
     """R rounds of every measurement, taking turns; the runs of each measurement by name."""
     small = n_utterances // MEMORY_SMALL_FRACTION
@@ -276,7 +327,7 @@ def describe_memory(runs: list[dict], jobs: int) -> str:
 
 
 def print_report(corpus: Path, n_utterances: int, seconds: float, jobs: int, repeat: int,
-                 runs: dict[str, list[dict]]) -> None:
+                 runs: dict[str, list[dict]], per_utterance: dict) -> None:
     times = {name: [run["seconds"] for run in measured] for name, measured in runs.items()}
     taco = seconds / min(times["taco"])
     taco_loky = seconds / min(times["taco_loky"])
@@ -313,6 +364,13 @@ def print_report(corpus: Path, n_utterances: int, seconds: float, jobs: int, rep
          verdict(taco / librosa >= TARGET_VS_LIBROSA)),
         (f"taco / librosa on utterances {small + 1}-{n_utterances} (whole run - first quarter's run)",
          f"{marginal_librosa / marginal_taco:.2f}x ({marginal_librosa:.2f} s / {marginal_taco:.2f} s)", "", ""),
+        (f"per utterance, 1 process ({per_utterance['utterances']} utterances): taco text + read + mel",
+         f"{per_utterance['taco']:.3f} ms", "", ""),
+        ("per utterance: floor read + mel", f"{per_utterance['floor']:.3f} ms", "", ""),
+        ("per utterance: librosa load + mel", f"{per_utterance['librosa']:.3f} ms", "", ""),
+        ("per utterance: taco shard write (HDF5 into new files, fsync)", f"{per_utterance['write']:.3f} ms", "", ""),
+        ("per utterance: librosa / (taco + write), the steady state of one worker",
+         f"{per_utterance['librosa'] / (per_utterance['taco'] + per_utterance['write']):.2f}x", "", ""),
         (f"taco peak RSS, {small} utterances", describe_memory(runs["taco_small"], jobs), "", ""),
         (f"taco peak RSS, {n_utterances} utterances", describe_memory(runs["taco"], jobs), "not growing",
          verdict(not memory_grows)),
@@ -328,13 +386,16 @@ def main() -> None:
                         help="make (or reuse) an espeak-ng corpus of this many utterances")
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)), help="workers J")
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="runs of each measurement")
-    parser.add_argument("--_measure", choices=PIPELINES, help=argparse.SUPPRESS)
+    parser.add_argument("--_measure", choices=[*PIPELINES, "per_utterance"], help=argparse.SUPPRESS)
     parser.add_argument("--_limit", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_part", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.jobs < 1 or args.repeat < 1:
         parser.error("--jobs and --repeat must be at least 1")
 
+    if args._measure == "per_utterance":
+        print(json.dumps(measure_per_utterance(args.corpus, args.repeat)))
+        return
     if args._measure:
         print(json.dumps(measure(args._measure, args.corpus, args._limit, args.jobs, args._part)))
         return
@@ -345,7 +406,8 @@ def main() -> None:
         parser.error(f"{corpus}: needs at least {MEMORY_SMALL_FRACTION * args.jobs} usable utterances")
     warm_page_cache(entries)
     runs = run_all(corpus, len(entries), args.jobs, args.repeat)
-    print_report(corpus, len(entries), audio_seconds(entries), args.jobs, args.repeat, runs)
+    per_utterance = run_per_utterance(corpus, args.repeat)
+    print_report(corpus, len(entries), audio_seconds(entries), args.jobs, args.repeat, runs, per_utterance)
 
 
 if __name__ == "__main__":
