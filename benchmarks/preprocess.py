@@ -190,7 +190,7 @@ def librosa_chunk(paths: list[str], settings: dict) -> list[np.ndarray]:
 
 
 def measure_per_utterance(corpus: Path, repeat: int) -> dict:
-    """Milliseconds per utterance of each stage's steady-state work, in this one process: the best of `repeat` rounds."""
+    """Milliseconds per utterance of each stage's steady-state work in this one process, best of `repeat` rounds."""
     torch.set_num_threads(1)
     entries = corpus_entries(corpus, PER_UTTERANCE_COUNT)
     config, text = FeatureConfig(), TextConfig()
@@ -202,12 +202,14 @@ def measure_per_utterance(corpus: Path, repeat: int) -> dict:
         utterances[:] = [process_utterance(entry, config, text, float("inf"))[0] for entry in entries]
 
     def write(shard_dir: Path) -> None:
-        # new files every round and kept until the end: a real store's writes never reuse freed pages
+        # new files every round, kept until the end: a store's files stay, so its writes land on new pages,
+        # never on pages a just-deleted file freed (which this VM writes several times faster)
         for start in range(0, len(utterances), DEFAULT_SHARD_SIZE):
             batch = utterances[start : start + DEFAULT_SHARD_SIZE]
             write_shard(shard_dir / f"{start:06d}.h5", "benchmark", [u.id for u in batch], batch, [], {}, config.n_mels)
 
-    stages = {"taco": taco, "floor": lambda: run_floor(entries, config), "librosa": lambda: librosa_chunk(paths, settings)}
+    stages = {"taco": taco, "floor": lambda: run_floor(entries, config),
+              "librosa": lambda: librosa_chunk(paths, settings)}
     librosa_chunk(paths[:1], settings)  # librosa's imports and caches, outside the timing
     best = {name: float("inf") for name in [*stages, "write"]}
     with tempfile.TemporaryDirectory(prefix="taco-bench-") as work:

@@ -300,8 +300,9 @@ class _IndexPart:
                    summary.mel_sq_sum[train].sum(axis=0))
 
 
-def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart], metadata_failures: list[tuple[str, str]]) -> None:
-    """Merge the shards' index parts into index.tsv, failures.tsv, the train-split mel stats and a complete store.json."""
+def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
+                 metadata_failures: list[tuple[str, str]]) -> None:
+    """Merge the shards' index parts into index.tsv, failures.tsv, the train mel stats and a complete store.json."""
     index_rows, failures, dropped = [], list(metadata_failures), Counter()
     n_mels = info["feature_config"]["n_mels"]
     frames, total, total_sq = 0, np.zeros(n_mels), np.zeros(n_mels)
