@@ -22,7 +22,7 @@ by scripts/make_corpus.py into a cache folder, reused by later runs), with J wor
 - taco and the librosa pipeline also run on the corpus's first quarter. The whole run's best time less
   the quarter's is what the other three quarters cost without the start-up (pool, imports), so the
   ratio of those differences is what "taco / librosa" tends to on ever larger corpora.
-- per utterance, in one process with one torch thread (`--_measure per_utterance`, R rounds taking
+- per utterance, in one process with one thread (`--_measure per_utterance`, R rounds taking
   turns, best of each): taco's `process_utterance` (text, read, mel), the floor's read + mel, the
   librosa pipeline's chunk function, and taco's `write_shard` of those utterances' mels into new shard
   files (HDF5, fsync). librosa's time over taco's with the writes is what "taco / librosa" tends to once
@@ -210,7 +210,9 @@ def measure_per_utterance(corpus: Path, repeat: int) -> dict:
 
     stages = {"taco": taco, "floor": lambda: run_floor(entries, config),
               "librosa": lambda: librosa_chunk(paths, settings)}
-    librosa_chunk(paths[:1], settings)  # librosa's imports and caches, outside the timing
+    # imports, caches and first calls, outside the timing
+    process_utterance(entries[0], config, text, float("inf"))
+    librosa_chunk(paths[:1], settings)
     best = {name: float("inf") for name in [*stages, "write"]}
     with tempfile.TemporaryDirectory(prefix="taco-bench-") as work:
         for number in range(repeat):
@@ -291,7 +293,10 @@ def run_parallel_floor(corpus: Path, limit: int, jobs: int) -> dict:
 def run_per_utterance(corpus: Path, repeat: int) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--_measure", "per_utterance", "--corpus", str(corpus),
                "--repeat", str(repeat)]
-    result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    # one thread for every library, as in one pool worker: numpy's BLAS (librosa's filterbank product)
+    # would otherwise take both cores, where loky gives each librosa worker one
+    one_thread = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True, env=os.environ | one_thread)
     return json.loads(result.stdout.splitlines()[-1])
 
 

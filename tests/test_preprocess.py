@@ -132,6 +132,8 @@ def test_rerun_skips_complete_shards_and_finishes_an_interrupted_store(make_corp
     corpus, store_dir = make_corpus(6), tmp_path / "store"
     run(corpus, store_dir, shard_size=2)
     reference = [FeatureStore(store_dir)[i][1] for i in range(6)]
+    reference_files = {name: (store_dir / name).read_text() for name in ("index.tsv", "failures.tsv")}
+    reference_stats = json.loads((store_dir / "store.json").read_text())["stats"]
     shards = sorted((store_dir / "shards").glob("*.h5"))
     # the state a killed run leaves: an unfinished store, a missing shard, a half-written temporary
     info = json.loads((store_dir / "store.json").read_text())
@@ -149,6 +151,8 @@ def test_rerun_skips_complete_shards_and_finishes_an_interrupted_store(make_corp
     store = FeatureStore(store_dir)
     for i in range(6):
         np.testing.assert_array_equal(store[i][1], reference[i])
+    assert {name: (store_dir / name).read_text() for name in reference_files} == reference_files
+    assert store.info["stats"] == reference_stats  # the reused shards' sums count as the remade one's do
 
 
 def test_kill_9_mid_run_leaves_no_shard_taken_for_complete_and_a_rerun_finishes(make_corpus, tmp_path):

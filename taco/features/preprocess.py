@@ -131,11 +131,10 @@ def preprocess(
         ShardTask(number, tuple(entries[start : start + shard_size]))
         for number, start in enumerate(range(0, len(entries), shard_size))
     ]
-    reused, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint)
-    parts = [_IndexPart.of(summary, split) for summary in reused]
+    parts, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint, split)
     with tqdm(
         total=len(entries),
-        initial=sum(len(s.task_ids) for s in reused),
+        initial=len(entries) - sum(len(task.entries) for task in pending),
         unit="utt",
         desc="preprocess",
         disable=not progress,
@@ -202,8 +201,8 @@ def _prepare_store_dir(store_dir: Path, store_fingerprint: str, overwrite: bool)
         leftover.unlink()  # a shard a killed run was writing: never complete, never read
 
 
-def _reusable_shards(shard_dir: Path, tasks: list[ShardTask], store_fingerprint: str):
-    """Summaries of the shards already complete for these tasks, and the tasks still to run."""
+def _reusable_shards(shard_dir: Path, tasks: list[ShardTask], store_fingerprint: str, split: dict[str, str]):
+    """Index parts of the shards already complete for these tasks, and the tasks still to run."""
     done, pending = [], []
     for task in tasks:
         path = shard_dir / shard_name(task.number)
@@ -214,7 +213,7 @@ def _reusable_shards(shard_dir: Path, tasks: list[ShardTask], store_fingerprint:
             except StoreError:
                 summary = None  # unreadable: make it again
         if summary is not None and summary.fingerprint == store_fingerprint and summary.task_ids == task.ids:
-            done.append(summary)
+            done.append(_IndexPart.of(summary, split))
         else:
             pending.append(task)
     return done, pending
