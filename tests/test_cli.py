@@ -29,6 +29,14 @@ def test_preprocess_prints_the_summary_and_store_info_json_has_the_documented_ke
     assert summary["failures"] == []
 
 
+def test_feature_options_reach_the_stores_feature_config(make_corpus, tmp_path):
+    store = tmp_path / "store"
+    options = ["--normalization", "log", "--fft-precision", "float32", "--n-mels", "40"]
+    assert invoke("preprocess", make_corpus(2), store, "--jobs", "1", "--quiet", *options).exit_code == 0
+    config = json.loads(invoke("store-info", store, "--json").output)["feature_config"]
+    assert (config["normalization"], config["fft_precision"], config["n_mels"]) == ("log", "float32", 40)
+
+
 def test_failures_are_listed_by_reason_and_the_run_still_succeeds(make_corpus, tmp_path):
     corpus = make_corpus(2)
     add_utterance(corpus, "gone", "missing audio", None)

@@ -44,6 +44,17 @@ def test_normalized_mel_of_real_speech_matches_librosa_within_1e_4(speech, setti
     assert (ours - reference).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("normalization", ["db", "log"])
+def test_float32_fft_precision_stays_within_5e_4_of_librosa(speech, normalization):
+    samples, rate = speech
+    config = FeatureConfig(sample_rate=rate, normalization=normalization, fft_precision="float32")
+    fast = mel_spectrogram(torch.from_numpy(samples), config)
+    reference = normalize(torch.from_numpy(librosa_mel(samples, config)), normalization)
+    assert fast.dtype == torch.float32
+    assert not torch.equal(fast, mel_spectrogram(torch.from_numpy(samples), FeatureConfig(normalization=normalization)))
+    assert (fast - reference).abs().max().item() < 5e-4
+
+
 @pytest.mark.parametrize("settings", [
     {},
     {"n_mels": 40, "f_min": 50.0},
@@ -86,6 +97,7 @@ def test_batched_input_gives_each_item_its_own_mel(speech):
 
 @pytest.mark.parametrize("bad", [
     {"n_mels": 0}, {"win_length": 2048}, {"f_max": 12000.0}, {"f_min": 9000.0}, {"normalization": "dB"}, {"trim_db": -20.0},
+    {"fft_precision": "float16"},
 ])
 def test_feature_config_rejects_impossible_settings(bad):
     with pytest.raises(ValueError):
