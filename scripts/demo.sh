@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole journey on the bundled corpus: preprocess, a short `tiny` training run on the CPU,
 # one sentence to a wav, and the alignment health report of the validation split.
-# Usage: bash scripts/demo.sh [OUT_DIR] [TRAIN_STEPS]   (about 5 minutes on 2 cores)
+# Usage: bash scripts/demo.sh [OUT_DIR] [TRAIN_STEPS]   (3-5 minutes on 2 cores, 11 on a slower VM)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-demo}
