@@ -98,7 +98,13 @@ COQUI_REF_LEVEL_DB = 20.0
 COQUI_MIN_LEVEL_DB = -100.0
 COQUI_MAX_NORM = 4.0
 
-PIPELINES = ("taco", "taco_loky", "taco_float32", "floor", "librosa")
+# the taco preprocess runs: (feature config, joblib backend) by pipeline name
+TACO_RUNS = {
+    "taco": (FeatureConfig(), "threading"),
+    "taco_loky": (FeatureConfig(), "loky"),
+    "taco_float32": (FeatureConfig(fft_precision="float32"), "threading"),
+}
+PIPELINES = (*TACO_RUNS, "floor", "librosa")
 POOLED = ("taco_loky", "librosa")  # the pipelines that start worker processes
 
 
@@ -243,14 +249,10 @@ def measure(pipeline: str, corpus: Path, limit: int, jobs: int, part: int | None
         metadata = Path(work) / "metadata.csv"
         write_metadata(entries, metadata)
         start = time.perf_counter()
-        if pipeline == "taco":
-            preprocess(corpus, Path(work) / "store", config, metadata=metadata, jobs=jobs, progress=False)
-        elif pipeline == "taco_loky":
-            preprocess(corpus, Path(work) / "store", config, metadata=metadata, jobs=jobs, backend="loky",
+        if pipeline in TACO_RUNS:
+            features, backend = TACO_RUNS[pipeline]
+            preprocess(corpus, Path(work) / "store", features, metadata=metadata, jobs=jobs, backend=backend,
                        progress=False)
-        elif pipeline == "taco_float32":
-            preprocess(corpus, Path(work) / "store", FeatureConfig(fft_precision="float32"), metadata=metadata,
-                       jobs=jobs, progress=False)
         elif pipeline == "floor":
             run_floor(entries, config)
         else:
