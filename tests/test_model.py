@@ -107,9 +107,10 @@ def test_forward_rejects_mels_not_a_multiple_of_r_or_of_the_wrong_width():
         model(tokens, token_lens, mels[..., :5], mel_lens)
 
 
+@pytest.mark.parametrize("attention", ["location", "forward"])
 @pytest.mark.parametrize("r", [1, 2])
-def test_attention_is_exactly_zero_on_padded_tokens_and_each_row_sums_to_one(r):
-    config = small(reduction_factor=r)
+def test_attention_is_exactly_zero_on_padded_tokens_and_each_row_sums_to_one(r, attention):
+    config = small(reduction_factor=r, attention=attention)
     model = make_model(config)
     tokens, token_lens, mels, mel_lens = make_batch(config, [8, 3, 5], [10, 10, 10])
     alignments = model(tokens, token_lens, mels, mel_lens).alignments
@@ -121,9 +122,10 @@ def test_attention_is_exactly_zero_on_padded_tokens_and_each_row_sums_to_one(r):
             torch.testing.assert_close(weights[b].sum(-1), torch.ones(weights.shape[1]))
 
 
+@pytest.mark.parametrize("attention", ["location", "forward"])
 @pytest.mark.parametrize("r", [1, 2])
-def test_an_items_forward_output_does_not_depend_on_padding_or_batch_mates(r):
-    config = small(reduction_factor=r, **NO_DROPOUT)
+def test_an_items_forward_output_does_not_depend_on_padding_or_batch_mates(r, attention):
+    config = small(reduction_factor=r, attention=attention, **NO_DROPOUT)
     model = make_model(config).eval()
     # item 0 is the shortest in both tokens and frames; its padding is filled with random garbage
     tokens, token_lens, mels, mel_lens = make_batch(config, [4, 9, 6], [7, 15, 10], garbage_padding=True)
@@ -139,6 +141,23 @@ def test_an_items_forward_output_does_not_depend_on_padding_or_batch_mates(r):
     close(batched.mels_postnet[0, :n_frames], alone.mels_postnet[0, :n_frames])
     close(batched.gate_logits[0, :n_steps], alone.gate_logits[0, :n_steps])
     close(batched.alignments[0, :n_steps, :n_tokens], alone.alignments[0, :n_steps])
+
+
+def test_forward_attention_starts_on_the_first_token_and_moves_at_most_one_token_per_step():
+    config = small(attention="forward")
+    model = make_model(config).eval()
+    tokens, token_lens, mels, mel_lens = make_batch(config, [9, 6], [20, 20])
+    set_gate_bias(model, -50.0)  # every item runs all 20 steps
+    for alignments in (model(tokens, token_lens, mels, mel_lens).alignments,
+                       model.infer(tokens, token_lens, max_decoder_steps=20).alignments):
+        for b, n_tokens in enumerate(token_lens.tolist()):
+            # the mass a step may hold: the previous step's tokens and the ones right after them
+            reachable = torch.zeros(n_tokens, dtype=torch.bool)
+            reachable[0] = True
+            for weights in alignments[b, :, :n_tokens]:
+                reachable = reachable | F.pad(reachable[:-1], (1, 0))
+                assert weights[~reachable].sum() < 1e-4
+                reachable = weights > 1e-4
 
 
 def test_decoder_state_is_explicit_so_a_step_can_be_replayed():
@@ -275,6 +294,7 @@ def test_from_dict_names_unknown_fields():
         ("conv_dropout", -0.1),
         ("zoneout", 1.2),
         ("gate_threshold", 0.0),
+        ("attention", "monotonic"),
         ("max_decoder_steps", 0),
     ],
 )

@@ -37,6 +37,12 @@ _POSITIVE_INTS = (
 # "same" padding (kernel // 2 on each side) keeps the length only for odd kernels
 _ODD_KERNELS = ("encoder_kernel_size", "location_kernel_size", "postnet_kernel_size")
 _PROBABILITIES = ("prenet_dropout", "conv_dropout", "attention_dropout", "decoder_dropout", "zoneout")
+# "location": the paper's location-sensitive attention; "forward": forward attention on top of it
+# (Zhang et al. 2018), which may only stay on a token or move to the next, so it cannot skip or go back
+ATTENTIONS = ("location", "forward")
+# Floor on forward attention's unnormalized weights (ESPnet's AttForward clamps at 1e-6): the product of
+# two distributions can underflow to zero everywhere, and an all-zero alignment would never recover
+FORWARD_ATTENTION_FLOOR = 1e-6
 
 
 def _is_positive_int(value) -> bool:
@@ -60,6 +66,7 @@ class ModelConfig(JsonConfig):
     attention_dim: int = 128  # paper: 128-dimensional hidden attention representation
     location_filters: int = 32  # paper: 32 location filters
     location_kernel_size: int = 31  # paper: length 31
+    attention: str = "location"  # one of ATTENTIONS; the paper's is "location"
     prenet_dims: tuple[int, ...] = (256, 256)  # paper: 2 fully connected layers of 256 ReLU units
     prenet_dropout: float = 0.5  # paper: 0.5, kept on at inference too for output variation
     decoder_rnn_dim: int = 1024  # paper: 1024 units; NVIDIA decoder_rnn_dim
@@ -94,6 +101,8 @@ class ModelConfig(JsonConfig):
                 f"zoneout > 0 (got zoneout={self.zoneout}, attention_dropout={self.attention_dropout}, "
                 f"decoder_dropout={self.decoder_dropout})"
             )
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"ModelConfig.attention must be one of {ATTENTIONS}, got {self.attention!r}")
         if not 0 < self.gate_threshold < 1:
             raise ValueError(f"ModelConfig.gate_threshold must be in (0, 1), got {self.gate_threshold!r}")
 
@@ -251,10 +260,17 @@ class LocationSensitiveAttention(nn.Module):
         e_ij   = v . tanh(W s_i + V h_j + U f_ij)                  s_i: query, h_j: memory position j
         alpha_i = softmax_j(e_ij), with e_ij = -inf at padding    so padded positions get weight exactly 0
         context_i = sum_j alpha_ij h_j
+
+    With config.attention == "forward", forward attention (Zhang et al. 2018, "Forward attention in
+    sequence-to-sequence acoustic modeling for speech synthesis", without the transition agent) reweights
+    the softmax y_i by where the previous step was, so each step stays on a token or moves to the next:
+
+        alpha_ij = (alpha_{i-1,j} + alpha_{i-1,j-1}) y_ij / sum_k (alpha_{i-1,k} + alpha_{i-1,k-1}) y_ik
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        self.forward_attention = config.attention == "forward"
         kernel = config.location_kernel_size
         self.query_layer = _xavier(nn.Linear(config.attention_rnn_dim, config.attention_dim, bias=False), "tanh")
         self.memory_layer = _xavier(nn.Linear(config.encoder_dim, config.attention_dim, bias=False), "tanh")
@@ -287,9 +303,20 @@ class LocationSensitiveAttention(nn.Module):
         energies = self.v(torch.tanh(processed_query + location + processed_memory)).squeeze(-1)
         energies = energies.masked_fill(~memory_mask, float("-inf"))
         weights = torch.softmax(energies, dim=1)  # (B, T_text); exp(-inf) = 0 at padding
+        if self.forward_attention:
+            weights = _forward_attention(weights, previous_weights, memory_mask)
         # (B, 1, T_text) @ (B, T_text, encoder_dim) -> (B, 1, encoder_dim) -> (B, encoder_dim)
         context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
         return context, weights
+
+
+def _forward_attention(weights: Tensor, previous_weights: Tensor, memory_mask: Tensor) -> Tensor:
+    """(B, T_text) softmax weights, the previous step's alignment and the token mask -> forward attention."""
+    # alpha_{i-1,j-1}: the previous alignment moved one token on, (B, T_text) with zero at j = 0
+    moved_on = F.pad(previous_weights[:, :-1], (1, 0))
+    weights = ((previous_weights + moved_on) * weights).clamp(min=FORWARD_ATTENTION_FLOOR)
+    weights = weights.masked_fill(~memory_mask, 0.0)
+    return weights / weights.sum(dim=1, keepdim=True)
 
 
 # ----------------------------------------------------------------------------- decoder
@@ -327,6 +354,7 @@ class Decoder(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.decoder_dropout = config.decoder_dropout
         self.zoneout = config.zoneout
+        self.forward_attention = config.attention == "forward"
         memory_dim = config.encoder_dim
         # the input is one frame, the last of the previous step's r (Tacotron 1 / Coqui; NVIDIA feeds all r)
         self.prenet = Prenet(config.n_mels, config.prenet_dims, config.prenet_dropout)
@@ -337,14 +365,18 @@ class Decoder(nn.Module):
         self.gate_layer = _xavier(nn.Linear(config.decoder_rnn_dim + memory_dim, 1), "sigmoid")
 
     def initial_state(self, memory: Tensor) -> DecoderState:
-        """All zeros, on the device and dtype of memory (B, T_text, encoder_dim)."""
+        """All zeros but forward attention's first alignment, on the device and dtype of memory
+        (B, T_text, encoder_dim)."""
         B, T_text, memory_dim = memory.shape
+        attention_weights = memory.new_zeros(B, T_text)
+        if self.forward_attention:
+            attention_weights[:, 0] = 1.0  # forward attention starts on the first token and moves on from there
         return DecoderState(
             attention_hidden=memory.new_zeros(B, self.attention_rnn_dim),
             attention_cell=memory.new_zeros(B, self.attention_rnn_dim),
             decoder_hidden=memory.new_zeros(B, self.decoder_rnn_dim),
             decoder_cell=memory.new_zeros(B, self.decoder_rnn_dim),
-            attention_weights=memory.new_zeros(B, T_text),
+            attention_weights=attention_weights,
             attention_weights_cum=memory.new_zeros(B, T_text),
             attention_context=memory.new_zeros(B, memory_dim),
         )
