@@ -2,7 +2,7 @@
 
     python benchmarks/alignment.py [--minutes 20] [--eval-every 100] [--config tiny] [--out DIR]
 
-Trains the `tiny` preset (or `--config`) with `taco.train` on a store of corpus/ljspeech_espeak, in
+Trains the `tiny` preset (or `--config`) with `taco.train` on a store of corpus/ljspeech_flite, in
 pieces of `--eval-every` steps (`stop_at`; each piece resumes the last exactly, the learning-rate schedule
 is the config's), until
 the training time reaches `--minutes`. After each chunk it scores the validation split with
@@ -33,7 +33,7 @@ from taco.pipeline.train import train
 
 from report import describe_machine, verdict
 
-BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
+BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_flite"
 TARGET_FOCUS_RATE = 0.5
 TARGET_MINUTES = 20.0
 

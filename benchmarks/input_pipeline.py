@@ -5,7 +5,7 @@
 
 Measured on the training split of one feature store: `--store`, or one that
 `taco.features.preprocess.preprocess` builds into a temporary folder from `--corpus` (default: the
-bundled corpus/ljspeech_espeak) or from `--count` utterances of espeak-ng speech (made by
+bundled corpus/ljspeech_flite) or from `--count` utterances of espeak-ng speech (made by
 scripts/make_corpus.py into the cache the preprocess benchmark uses). The on-the-fly loaders read the
 audio of that same corpus (with `--store`, the corpus the store records, or `--corpus`; audio in wavs/).
 Batches follow the `tiny` preset: its TrainConfig (batch_frames, seed) and its model's reduction factor.
@@ -93,7 +93,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from preprocess import cached_corpus, warm_page_cache  # noqa: E402
 from report import describe_machine, load_average, print_table, verdict  # noqa: E402
 
-BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
+BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_flite"
 PRESET = "tiny"
 AUDIO_DIR = "wavs"  # where preprocess looks for audio by default; a store does not record it
 DEFAULT_BATCHES = 100

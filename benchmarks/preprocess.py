@@ -120,7 +120,7 @@ def cached_corpus(count: int) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     print(f"making a {count}-utterance corpus in {corpus} ...", file=sys.stderr)
     command = [sys.executable, str(MAKE_CORPUS), str(partial), "--count", str(count), "--format", "wav",
-               "--voices", CORPUS_VOICES]
+               "--engine", "espeak-ng", "--voices", CORPUS_VOICES]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)  # its progress goes to stderr
     partial.rename(corpus)
     return corpus

@@ -3,7 +3,7 @@
     python benchmarks/synthesis.py [--threads T] [--repeat R] [--base-one-by-one N]
 
 Everything runs in this process on the CPU with `torch.set_num_threads(T)` (default: every usable core),
-on the first 16 usable lines of the bundled corpus/ljspeech_espeak/metadata.csv (real English sentences).
+on the first 16 usable lines of the bundled corpus/ljspeech_flite/metadata.csv (real English sentences).
 
 The models have random weights: `Tacotron2(PRESETS[name])` for `tiny` and `base`, with n_symbols from taco's
 symbol table, the default FeatureConfig and TextConfig, saved with `save_checkpoint` into a temporary folder
@@ -75,7 +75,7 @@ from taco.pipeline.synth import SynthConfig, Synthesizer
 
 from report import describe_machine, describe_times, load_average, print_table, verdict
 
-CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_flite"
 N_LINES = 16
 BATCH_SIZE = 16  # SynthConfig's default
 PRESET_NAMES = ("tiny", "base")

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 out=${1:-demo}
 steps=${2:-300}
 
-taco preprocess corpus/ljspeech_espeak "$out/store" --quiet
+taco preprocess corpus/ljspeech_flite "$out/store" --quiet
 if ls "$out"/run/checkpoints/step_*.pt > /dev/null 2>&1; then
   taco train "$out/store" "$out/run" --resume --max-steps "$steps" --device cpu   # a second run goes on
 else

@@ -4,7 +4,7 @@ The Python API behind each `taco` command:
 
     from taco import preprocess, FeatureStore, load_config, train, synthesize, inspect
 
-    preprocess("corpus/ljspeech_espeak", "stores/demo")             # taco preprocess
+    preprocess("corpus/ljspeech_flite", "stores/demo")             # taco preprocess
     store = FeatureStore("stores/demo")
     tokens, mel = store[0]                   # (n_tokens,) int64, (n_frames, n_mels) float32
     model_config, train_config = load_config("tiny")

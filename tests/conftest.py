@@ -1,4 +1,4 @@
-"""Shared fixtures: real speech from the bundled espeak-ng corpus, and small corpora built from it."""
+"""Shared fixtures: real speech from the bundled flite corpus, and small corpora built from it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
+BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_flite"
 
 
 def bundled_lines(count: int) -> list[str]:
@@ -31,10 +31,14 @@ def bundled_lines(count: int) -> list[str]:
 
 @pytest.fixture(scope="session")
 def speech() -> tuple[np.ndarray, int]:
-    """The first bundled utterance: (float32 samples, sample rate)."""
+    """The first bundled utterance at taco's default rate, as `taco preprocess` reads it: (float32 samples,
+    sample rate). The corpus itself is 16 kHz, flite's native rate."""
+    from taco.features.audio import load_audio
+    from taco.features.mel import FeatureConfig
+
     first_id = bundled_lines(1)[0].split("|")[0]
-    samples, rate = soundfile.read(BUNDLED_CORPUS / "wavs" / f"{first_id}.flac", dtype="float32")
-    return samples, rate
+    rate = FeatureConfig().sample_rate
+    return load_audio(BUNDLED_CORPUS / "wavs" / f"{first_id}.flac", rate), rate
 
 
 def copy_bundled_corpus(corpus: Path, count: int) -> Path:

@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import soxr
 
-from taco.features.audio import AudioError, load_audio, trim_silence
+from taco.features.audio import TRIM_HOP, AudioError, load_audio, trim_silence
 
 
 def test_stereo_24_bit_44k_flac_becomes_mono_float32_at_the_target_rate(speech, tmp_path):
@@ -77,6 +77,7 @@ def test_trim_cuts_leading_and_trailing_silence_but_keeps_the_speech(speech):
     samples, rate = speech
     padded = np.concatenate([np.zeros(rate), samples, np.zeros(rate)]).astype(np.float32)
     trimmed = trim_silence(padded, top_db=60)
-    assert len(padded) - len(trimmed) >= 2 * rate
+    # trimming works in frames, so up to a hop of each second of silence may stay
+    assert len(padded) - len(trimmed) >= 2 * (rate - TRIM_HOP)
     energy = np.square(padded, dtype=np.float64).sum()
     assert np.square(trimmed, dtype=np.float64).sum() > 0.999 * energy

@@ -107,7 +107,7 @@ def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_processed(make_corp
     add_utterance(corpus, "long", "eight seconds of noise", long_clip.read_bytes())
     add_utterance(corpus, "notext", "   ", silence.read_bytes())
     add_utterance(corpus, "symbols", "### ...", long_clip.read_bytes())
-    first_clip = (corpus / "wavs" / "ESP001-0001.flac").read_bytes()
+    first_clip = (corpus / "wavs" / "FLT001-0001.flac").read_bytes()
     add_utterance(corpus, "odd_text", "an odd # text @ home \U0001F600", first_clip)
 
     summary = run(corpus, tmp_path / "store", max_seconds=7.5, shard_size=4)
