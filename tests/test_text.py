@@ -593,3 +593,39 @@ def test_the_store_fingerprint_changes_with_the_front_end():
 
     assert of(TextConfig(front_end="phonemes")) != of(TextConfig(front_end="characters"))
     assert of(TextConfig(front_end="phonemes")) == of(TextConfig(front_end="phonemes", symbols_version=2))
+
+
+def test_a_phoneme_store_trains_and_synthesis_encodes_with_the_checkpoints_front_end(make_corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from taco.cli import main
+    from taco.features.store import FeatureStore
+    from taco.pipeline.synth import SynthConfig, Synthesizer
+    from taco.pipeline.train import train
+
+    from conftest import micro
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    corpus, store_dir, run = make_corpus(4), tmp_path / "store", tmp_path / "run"
+    result = invoke("preprocess", corpus, store_dir, "--text", "phonemes", "--jobs", "1", "--val-count", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    store = FeatureStore(store_dir)
+    assert store.text_config == PHONEMES and store.symbols == symbols(2)
+    first_text = (corpus / "metadata.csv").read_text().splitlines()[0].split("|")[-1]
+    position = store.ids.index((corpus / "metadata.csv").read_text().split("|")[0])
+    assert store[position][0].tolist() == encode(first_text, PHONEMES).ids
+
+    train(store_dir, run, *micro(max_steps=2, checkpoint_every=2), progress=False)
+    checkpoint = run / "checkpoints" / "step_00000002.pt"
+    text = "Hello {HH AH0 L OW1} zorblax, 42."
+    [utterance] = Synthesizer(checkpoint, "cpu").synthesize([text], SynthConfig(max_decoder_steps=4), vocode=False)
+    assert utterance.tokens == encode(text, PHONEMES).ids != encode(text).ids
+    assert utterance.unknown_words == {"zorblax": 1}
+
+    result = invoke("synth", checkpoint, text, "-o", tmp_path / "x.wav", "--max-decoder-steps", "4", "--gl-iters", "1")
+    assert result.exit_code == 0, result.output
+    assert "spelled out letter by letter: 'zorblax'" in result.output
+    result = invoke("synth", checkpoint, "{HH XX1}", "-o", tmp_path / "y.wav")
+    assert result.exit_code != 0 and "'XX1'" in result.output

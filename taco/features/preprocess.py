@@ -329,8 +329,7 @@ def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
         "shards": [part.shard for part in parts],
         "stats": {"split": "train", "frames": int(frames), "mean": mean.tolist(), "std": std.tolist()},
         "dropped_characters": dict(sorted(dropped.items())),
-        # most frequent first: the top of the list says which words are worth a pronunciation
-        "unknown_words": dict(sorted(unknown_words.items(), key=lambda item: (-item[1], item[0]))),
+        "unknown_words": dict(sorted(unknown_words.items())),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json_atomically(store_dir / STORE_FILE, info)

@@ -39,7 +39,9 @@ def summarize(store_dir: str | Path, verify: bool = False) -> dict:
         # "unreadable audio: Format not recognised." counts as "unreadable audio"
         "failures_by_reason": dict(Counter(row["reason"].split(":")[0] for row in failures).most_common()),
         "dropped_characters": info["dropped_characters"],
-        "unknown_words": info.get("unknown_words", {}),  # absent from stores made before the phonemes front end
+        # most frequent first: the top of the list says which words are worth a pronunciation in braces.
+        # Absent from stores made before the phonemes front end.
+        "unknown_words": dict(sorted(info.get("unknown_words", {}).items(), key=lambda item: (-item[1], item[0]))),
         "split": info["split"],
         "max_seconds": info["max_seconds"],
         "feature_config": info["feature_config"],
