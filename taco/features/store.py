@@ -81,6 +81,7 @@ class ShardSummary:
     mel_sq_sum: np.ndarray  # (n, n_mels) float64 per-utterance sum of squares
     failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
     dropped_characters: dict[str, int] = field(default_factory=dict)
+    unknown_words: dict[str, int] = field(default_factory=dict)  # phonemes: words spelled out -> count
 
 
 def _bytes_array(strings: list[str]) -> np.ndarray:
@@ -103,6 +104,7 @@ def write_shard(
     utterances: list[Utterance],
     failures: list[tuple[str, str]],
     dropped_characters: dict[str, int],
+    unknown_words: dict[str, int],
     n_mels: int,
 ) -> ShardSummary:
     """Write one shard atomically (temporary name, fsync, rename) and return its summary."""
@@ -119,6 +121,7 @@ def write_shard(
         shard.attrs["format_version"] = FORMAT_VERSION
         shard.attrs["fingerprint"] = fingerprint
         shard.attrs["dropped_characters"] = json.dumps(dropped_characters, sort_keys=True)
+        shard.attrs["unknown_words"] = json.dumps(unknown_words, sort_keys=True)
         shard["task_ids"] = _bytes_array(task_ids)
         shard["ids"] = _bytes_array(ids)
         # (n, frames_i, n_mels) -> (sum of frames, n_mels)
@@ -134,7 +137,7 @@ def write_shard(
         os.fsync(written.fileno())
     os.replace(temporary, path)
     return ShardSummary(path.name, fingerprint, task_ids, ids, n_frames, n_tokens, mel_sum, mel_sq_sum,
-                        failures, dropped_characters)
+                        failures, dropped_characters, unknown_words)
 
 
 def read_shard_summary(path: Path) -> ShardSummary:
@@ -152,6 +155,7 @@ def read_shard_summary(path: Path) -> ShardSummary:
                 mel_sq_sum=shard["mel_sq_sum"][:],
                 failures=list(zip(_strings(shard["failure_ids"][:]), _strings(shard["failure_reasons"][:]))),
                 dropped_characters=json.loads(shard.attrs["dropped_characters"]),
+                unknown_words=json.loads(shard.attrs["unknown_words"]),
             )
     except (OSError, KeyError) as error:
         raise StoreError(f"{path}: unreadable shard ({error})") from None

@@ -11,6 +11,10 @@ import numpy as np
 
 from taco.features.store import FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, read_tsv
 
+# Unknown words named in the text summary, most frequent first: a large corpus has many names and rare
+# words, and a wall of them would bury the rest; store.json and --json hold them all.
+LISTED_UNKNOWN_WORDS = 20
+
 
 def summarize(store_dir: str | Path, verify: bool = False) -> dict:
     """Counts per split, hours, failures by reason, configs and fingerprint of a finished store.
@@ -35,6 +39,9 @@ def summarize(store_dir: str | Path, verify: bool = False) -> dict:
         # "unreadable audio: Format not recognised." counts as "unreadable audio"
         "failures_by_reason": dict(Counter(row["reason"].split(":")[0] for row in failures).most_common()),
         "dropped_characters": info["dropped_characters"],
+        # most frequent first: the top of the list says which words are worth a pronunciation in braces.
+        # Absent from stores made before the phonemes front end.
+        "unknown_words": dict(sorted(info.get("unknown_words", {}).items(), key=lambda item: (-item[1], item[0]))),
         "split": info["split"],
         "max_seconds": info["max_seconds"],
         "feature_config": info["feature_config"],
@@ -104,6 +111,11 @@ def format_summary(summary: dict) -> str:
     if summary["dropped_characters"]:
         dropped = ", ".join(f"{char!r}: {count}" for char, count in summary["dropped_characters"].items())
         lines.append(f"dropped text characters  {dropped}")
+    if summary["unknown_words"]:
+        unknown = summary["unknown_words"]
+        listed = ", ".join(f"{word!r}: {count}" for word, count in list(unknown.items())[:LISTED_UNKNOWN_WORDS])
+        more = f", and {len(unknown) - LISTED_UNKNOWN_WORDS} more in store.json" if len(unknown) > LISTED_UNKNOWN_WORDS else ""
+        lines.append(f"spelled out  {len(unknown)} words not in the pronouncing dictionary: {listed}{more}")
     lines.append(f"features     {json.dumps(summary['feature_config'])}")
     lines.append(f"text         {json.dumps(summary['text_config'])}")
     if "problems" in summary:

@@ -1,45 +1,66 @@
-"""Text front end: cleaners, number normalization, the symbol table, text -> token ids.
+"""Text front end: cleaners, number normalization, the symbol tables, text -> token ids.
 
 `encode` is the one path from raw text to token ids. Preprocessing uses it to build the
 feature store and synthesis uses it on free text, so training and inference always see
-the same cleaning:
+the same cleaning. Two front ends, named in `TextConfig.front_end`:
 
-    raw text --clean_text--> cleaned text --symbol table--> ids (+ EOS)
+    characters: raw text --clean_text--> cleaned text --symbol table--> ids (+ EOS)
+    phonemes:   raw text --clean_text--> cleaned text --CMUdict, word by word--> ARPAbet phones,
+                punctuation and word-boundary spaces --symbol table--> ids (+ EOS)
 
 Cleaners are named pipelines ("english", "basic"); the name is stored in `TextConfig`.
 Symbol tables are versioned: a store or checkpoint records its `symbols_version`, and a
-published table never changes, so a token id means the same character forever. A new
+published table never changes, so a token id means the same symbol forever. A new
 symbol set is a new version.
 
 Characters that survive cleaning but have no symbol (emoji, CJK, "#") are dropped by
 `encode` and counted in `Encoded.dropped`, so preprocessing can report them instead of
-silently training on a different sentence than the transcript says.
+silently training on a different sentence than the transcript says. In the same way the
+phonemes front end spells a word that the dictionary does not know letter by letter (its
+table holds the letters too) and counts it in `Encoded.unknown_words`.
+
+With phonemes, `{HH AH0 L OW1}` in the text forces a pronunciation (NVIDIA/tacotron2's
+convention): the ARPAbet inside the braces bypasses the cleaners and the dictionary.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, NamedTuple
 
 from taco.config import JsonConfig
+from taco.features.phonemes import ARPABET_SYMBOLS, is_phone, pronounce
 
 # ----------------------------------------------------------------------------- symbols
+
+# Marks a phone symbol in a table, as NVIDIA/tacotron2's "@AH0": a phone is never read from typed text.
+PHONE_PREFIX = "@"
 
 # Index == token id. Never edit a published table: add a new version instead, because
 # stores and checkpoints made with a version hold ids that refer to it.
 SYMBOL_TABLES: dict[int, tuple[str, ...]] = {
     1: ("_", "~", *"!'(),-.:;?\" ", *"abcdefghijklmnopqrstuvwxyz"),
+    # Phonemes: table 1 with the same ids (pad, EOS, punctuation, space, and the letters that spell
+    # out words the dictionary does not know), then CMUdict's 84 ARPAbet symbols, stress included.
+    2: (
+        "_", "~", *"!'(),-.:;?\" ", *"abcdefghijklmnopqrstuvwxyz",
+        *(PHONE_PREFIX + symbol for symbol in ARPABET_SYMBOLS),
+    ),
 }
 PAD_ID = 0
 EOS_ID = 1
 
-# Character -> id for each version. Pad and EOS are structural tokens, so a "_" or "~"
-# typed in the text is dropped rather than read as padding or as the end of the sentence.
-_CHAR_IDS: dict[int, dict[str, int]] = {
-    version: {char: i for i, char in enumerate(table) if i not in (PAD_ID, EOS_ID)}
+# The tables each front end can use, oldest first; a TextConfig without symbols_version gets the last.
+FRONT_END_TABLES: dict[str, tuple[int, ...]] = {"characters": (1,), "phonemes": (2,)}
+
+# Symbol -> id for each version. Pad and EOS are structural tokens, so a "_" or "~" typed in
+# the text is dropped rather than read as padding or as the end of the sentence.
+_SYMBOL_IDS: dict[int, dict[str, int]] = {
+    version: {symbol: i for i, symbol in enumerate(table) if i not in (PAD_ID, EOS_ID)}
     for version, table in SYMBOL_TABLES.items()
 }
 
@@ -326,14 +347,29 @@ class TextConfig(JsonConfig):
     # Cleaner pipeline, a key of CLEANERS. "english" spells out numbers and abbreviations;
     # "basic" only lowercases and collapses whitespace, for text already normalized.
     cleaners: str = "english"
-    # Which published table of SYMBOL_TABLES maps characters to ids.
-    symbols_version: int = 1
+    # A key of FRONT_END_TABLES. "characters": the cleaned text letter by letter. "phonemes": each
+    # word's first CMUdict pronunciation, letters for words it lacks, and "{HH AH0 L OW1}" forcing one.
+    # Stores and checkpoints made before this field existed were all "characters".
+    front_end: str = "characters"
+    # Which published table of SYMBOL_TABLES maps symbols to ids; one of the front end's tables.
+    # None (not stored: it becomes a number when the config is made) picks the front end's latest.
+    symbols_version: int | None = None
     # Append EOS to every sequence: an explicit end of text helps the decoder learn to stop.
     add_eos: bool = True
 
     def __post_init__(self) -> None:
         _cleaner(self.cleaners)
+        if self.front_end not in FRONT_END_TABLES:
+            raise ValueError(f"unknown front_end {self.front_end!r}; choose one of {sorted(FRONT_END_TABLES)}")
+        tables = FRONT_END_TABLES[self.front_end]
+        if self.symbols_version is None:
+            object.__setattr__(self, "symbols_version", tables[-1])
         _symbol_table(self.symbols_version)
+        if self.symbols_version not in tables:
+            raise ValueError(
+                f"symbols_version {self.symbols_version} is not a table of the {self.front_end} front end; "
+                f"its tables: {list(tables)}"
+            )
         if not isinstance(self.add_eos, bool):
             raise TypeError(f"add_eos must be a bool, got {self.add_eos!r}")
 
@@ -341,32 +377,118 @@ class TextConfig(JsonConfig):
 # --------------------------------------------------------------------------- encoding
 
 
+class PronunciationError(ValueError):
+    """A pronunciation forced in braces that is not ARPAbet; str() names the culprit."""
+
+
 @dataclass(frozen=True)
 class Encoded:
     """The result of `encode`."""
 
     ids: list[int]  # token ids, ending with EOS_ID when config.add_eos
-    cleaned: str  # the text after cleaning, before dropping unknown characters
+    cleaned: str  # the text after cleaning (phonemes: braces kept), before dropping unknown characters
     dropped: dict[str, int]  # characters of `cleaned` with no symbol -> how many were dropped
+    # phonemes: words the dictionary does not know, spelled out letter by letter -> how many times
+    unknown_words: dict[str, int] = field(default_factory=dict)
 
 
 def encode(text: str, config: TextConfig = TextConfig()) -> Encoded:
-    """Clean `text` and map its characters to token ids; used by preprocessing and synthesis."""
+    """Clean `text` and map it to token ids with the config's front end; used by preprocessing and synthesis.
+
+    With the phonemes front end, each word becomes its first pronunciation in CMUdict (stress digits
+    kept, one token per phone), punctuation and the spaces between words stay tokens, and a word the
+    dictionary does not know falls back to its letters and is counted in `unknown_words`. ARPAbet in
+    braces, "{HH AH0 L OW1}", is taken as it is; a symbol in braces that is not ARPAbet raises
+    PronunciationError (a ValueError) naming it. The characters front end reads braces as any other
+    character.
+    """
+    if config.front_end == "phonemes":
+        return _encode_phonemes(text, config)
     cleaned = clean_text(text, config.cleaners)
-    char_ids = _CHAR_IDS[config.symbols_version]
-    ids = [char_ids[char] for char in cleaned if char in char_ids]
-    dropped = Counter(char for char in cleaned if char not in char_ids)
+    symbol_ids = _SYMBOL_IDS[config.symbols_version]
+    ids = [symbol_ids[char] for char in cleaned if char in symbol_ids]
+    dropped = Counter(char for char in cleaned if char not in symbol_ids)
     if config.add_eos:
         ids.append(EOS_ID)
     return Encoded(ids=ids, cleaned=cleaned, dropped=dict(dropped))
 
 
-def decode(ids: Iterable[int], version: int = 1, keep_special: bool = False) -> str:
-    """Token ids back to text, pad and EOS omitted unless `keep_special` (then one character per token,
-    as plot axes need); for plots and debugging. Accepts any iterable of integers, including a 1-D
-    tensor or array."""
+# Braces hold a forced pronunciation; a lone brace is an ordinary (unspeakable) character.
+_BRACES_RE = re.compile(r"\{([^{}]*)\}")
+# A word: letters, and apostrophes inside them ("don't", "people's"). Hyphens split words, so that
+# "covid-nineteen" is read as two words joined by the hyphen token, as the characters front end keeps it.
+_WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)*")
+
+
+def _encode_phonemes(text: str, config: TextConfig) -> Encoded:
+    symbol_ids = _SYMBOL_IDS[config.symbols_version]
+    symbols_out: list[str] = []
+    cleaned_parts: list[str] = []
+    unknown_words: Counter = Counter()
+    # re.split with one group alternates: text outside braces, a brace's content, text outside, ...
+    for number, piece in enumerate(_BRACES_RE.split(text)):
+        if number % 2:
+            phones = _forced_phones(piece)
+            symbols_out += [PHONE_PREFIX + phone for phone in phones]
+            cleaned_parts.append("{" + " ".join(phones) + "}")
+            continue
+        # Cleaning strips the piece's edges, but a space beside a braced word is still a word boundary.
+        edge_before, edge_after = piece[:1].isspace(), piece[-1:].isspace()
+        cleaned = clean_text(piece, config.cleaners)
+        cleaned_parts.append(" " * edge_before + cleaned + " " * edge_after)
+        symbols_out += [" "] * edge_before
+        position = 0
+        for word in _WORD_RE.finditer(cleaned):
+            symbols_out += cleaned[position : word.start()]  # spaces and punctuation, a symbol per character
+            symbols_out += _word_symbols(word[0], unknown_words)
+            position = word.end()
+        symbols_out += cleaned[position:]
+        symbols_out += [" "] * edge_after
+    dropped = Counter(symbol for symbol in symbols_out if symbol not in symbol_ids)
+    ids = [symbol_ids[symbol] for symbol in _collapse_spaces(s for s in symbols_out if s in symbol_ids)]
+    if config.add_eos:
+        ids.append(EOS_ID)
+    cleaned = _collapse_whitespace("".join(cleaned_parts))
+    return Encoded(ids=ids, cleaned=cleaned, dropped=dict(dropped), unknown_words=dict(unknown_words))
+
+
+def _forced_phones(content: str) -> list[str]:
+    phones = content.upper().split()
+    if not phones:
+        raise PronunciationError("empty braces {}: put ARPAbet phones inside, e.g. {HH AH0 L OW1}")
+    for given, phone in zip(content.split(), phones):
+        if not is_phone(phone):
+            raise PronunciationError(
+                f"{given!r} in {{{content}}} is not an ARPAbet phone; braces hold CMUdict phones such as "
+                "HH AH0 L OW1 (vowels with stress 0, 1 or 2)"
+            )
+    return phones
+
+
+def _word_symbols(word: str, unknown_words: Counter) -> list[str]:
+    """The phone symbols of a cleaned word, or its letters (counted in unknown_words) if it has none."""
+    phones = pronounce(word)
+    if phones is None:
+        unknown_words[word] += 1
+        return list(word)
+    return [PHONE_PREFIX + phone for phone in phones]
+
+
+def _collapse_spaces(symbols_in: Iterable[str]) -> list[str]:
+    """One space between words and none at the ends, also where cleaned pieces and braces meet."""
+    out: list[str] = []
+    for symbol in symbols_in:
+        if symbol == " " and (not out or out[-1] == " "):
+            continue
+        out.append(symbol)
+    if out and out[-1] == " ":
+        out.pop()
+    return out
+
+
+def _symbols_of(ids: Iterable[int], version: int, keep_special: bool) -> list[str]:
     table = _symbol_table(version)
-    chars = []
+    out = []
     for token in ids:
         token = int(token)
         if not 0 <= token < len(table):
@@ -374,5 +496,25 @@ def decode(ids: Iterable[int], version: int = 1, keep_special: bool = False) -> 
                 f"token id {token} is outside symbol table {version} (size {len(table)})"
             )
         if keep_special or token not in (PAD_ID, EOS_ID):
-            chars.append(table[token])
-    return "".join(chars)
+            out.append(table[token])
+    return out
+
+
+def decode(ids: Iterable[int], version: int = 1) -> str:
+    """Token ids back to text, pad and EOS omitted; for reports and debugging. Phones come back in
+    braces, one brace per word ("{HH AH0 L OW1} {W ER1 L D}."), which `encode` reads as the same
+    phones. Accepts any iterable of integers, including a 1-D tensor or array."""
+    text = []
+    for phones, run in itertools.groupby(_symbols_of(ids, version, keep_special=False),
+                                         key=lambda symbol: symbol.startswith(PHONE_PREFIX)):
+        if phones:
+            text.append("{" + " ".join(symbol.removeprefix(PHONE_PREFIX) for symbol in run) + "}")
+        else:
+            text.extend(run)
+    return "".join(text)
+
+
+def token_labels(ids: Iterable[int], version: int = 1) -> list[str]:
+    """One label per token, pad and EOS included, as plot axes need: a character, or a phone without
+    its prefix ("AH0")."""
+    return [symbol.removeprefix(PHONE_PREFIX) for symbol in _symbols_of(ids, version, keep_special=True)]

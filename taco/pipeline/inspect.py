@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from taco.features.store import FeatureStore
-from taco.features.text import decode
+from taco.features.text import decode, token_labels
 from taco.pipeline.alignment import AlignmentScores, score_alignment, severity
 from taco.pipeline.batching import collate
 from taco.pipeline.model import decoder_step_lens
@@ -123,10 +123,11 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
             forced_alignment = forced.alignments[row, : forced_steps[row], :n_tokens].float().cpu().numpy()
             free_mel, free_alignment, gate = inference_item(free, row, n_tokens, r)
             scores = score_alignment(free_alignment, stopped=not bool(free.hit_step_limit[row]))
-            labels = decode(tokens, synthesizer.text_config.symbols_version, keep_special=True)
+            version = synthesizer.text_config.symbols_version
+            labels = token_labels(tokens, version)
             rows.append({
                 "id": store.ids[position],
-                "text": labels,
+                "text": decode(tokens, version),
                 "scores": scores,
                 "teacher_forced": score_alignment(forced_alignment),
                 "frames": len(free_mel),
@@ -145,7 +146,7 @@ def _inspect_texts(synthesizer: Synthesizer, texts, config: SynthConfig, progres
     rows, figures = [], []
     for number, utterance in enumerate(utterances, start=1):
         scores = score_alignment(utterance.alignment, stopped=not utterance.hit_step_limit)
-        labels = decode(utterance.tokens, synthesizer.text_config.symbols_version, keep_special=True)
+        labels = token_labels(utterance.tokens, synthesizer.text_config.symbols_version)
         rows.append({"id": f"text{number:03d}", "text": utterance.text, "scores": scores, "frames": len(utterance.mel)})
         figures.append(_figure_maker(utterance.alignment, utterance.mel, utterance.gate,
                                      synthesizer.model_config.gate_threshold, labels, f"text {number}: {scores.verdict}"))

@@ -12,18 +12,18 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-# Above this many tokens, character labels on the axis overlap and say nothing.
+# Above this many tokens, token labels on the axis overlap and say nothing.
 MAX_LABELLED_TOKENS = 120
 
 
-def alignment_figure(alignment: np.ndarray, text: str | None = None, title: str = "") -> Figure:
+def alignment_figure(alignment: np.ndarray, labels: list[str] | None = None, title: str = "") -> Figure:
     """(T_dec, T_text) attention weights -> a figure with decoder steps across and tokens up.
 
-    With `text` (one character per token), the token axis is labelled with the characters.
+    With `labels` (one per token: a character or a phone, see `text.token_labels`), the token axis is labelled.
     """
     steps, tokens = alignment.shape
     figure, axis = plt.subplots(figsize=(max(6.0, min(steps / 40, 16.0)), max(4.0, min(tokens / 12, 12.0))))
-    image, _ = _draw_alignment(axis, alignment, text)
+    image, _ = _draw_alignment(axis, alignment, labels)
     figure.colorbar(image, ax=axis)
     axis.set_ylabel("token")
     axis.set_title(title)
@@ -42,17 +42,17 @@ def mel_figure(mels: list[np.ndarray], titles: list[str]) -> Figure:
     return figure
 
 
-def _draw_alignment(axis, alignment: np.ndarray, text: str | None):
-    """Draw (T_dec, T_text) weights on `axis`, the token axis labelled with `text`'s characters when it
-    has one per token and few enough to read. Returns the image and whether the ticks were labelled."""
+def _draw_alignment(axis, alignment: np.ndarray, labels: list[str] | None):
+    """Draw (T_dec, T_text) weights on `axis`, the token axis labelled with `labels` when there is one per
+    token and few enough to read. Returns the image and whether the ticks were labelled."""
     tokens = alignment.shape[1]
     # (T_dec, T_text) -> (T_text, T_dec): decoder time runs left to right, text bottom to top
     image = axis.imshow(alignment.T, aspect="auto", origin="lower", interpolation="none", vmin=0.0, vmax=1.0)
     axis.set_xlabel("decoder step")
-    labelled = text is not None and len(text) == tokens and tokens <= MAX_LABELLED_TOKENS
+    labelled = labels is not None and len(labels) == tokens and tokens <= MAX_LABELLED_TOKENS
     if labelled:
         axis.set_yticks(range(tokens))
-        axis.set_yticklabels([char if char != " " else "␣" for char in text], fontsize=6)
+        axis.set_yticklabels([label if label != " " else "␣" for label in labels], fontsize=6)
     return image, labelled
 
 
@@ -73,7 +73,7 @@ def inspection_figure(
     predicted_mel: np.ndarray,
     gate: np.ndarray,
     gate_threshold: float,
-    labels: str,
+    labels: list[str],
     title: str,
     forced_alignment: np.ndarray | None = None,
     target_mel: np.ndarray | None = None,

@@ -13,7 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from taco.features.store import FeatureStore
-from taco.features.text import decode
+from taco.features.text import token_labels
 from taco.pipeline.batching import collate
 from taco.pipeline.checkpoint import BEST_FILE, Progress, prune_checkpoints, rng_states, save_checkpoint, step_file
 from taco.pipeline.griffin_lim import mel_to_wave
@@ -105,12 +105,12 @@ class RunWriter:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             forced = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
             free = model.infer(batch["tokens"], batch["token_lens"])
-        label = decode(tokens, store.text_config.symbols_version, keep_special=True)
+        labels = token_labels(tokens, store.text_config.symbols_version)
         forced_alignment = forced.alignments[0].float().cpu().numpy()
         free_alignment = free.alignments[0, : int(free.mel_lens[0]) // self.model_config.reduction_factor].float().cpu().numpy()
         plots = self.run_dir / "plots"
         for name, alignment in (("teacher_forced", forced_alignment), ("free_running", free_alignment)):
-            figure = alignment_figure(alignment, label, f"{store.ids[row]}, step {step}, {name.replace('_', ' ')}")
+            figure = alignment_figure(alignment, labels, f"{store.ids[row]}, step {step}, {name.replace('_', ' ')}")
             self.tensorboard.add_figure(f"alignment/{name}", figure, step, close=False)
             save_figure(figure, plots / f"alignment_{name}_step_{step:08d}.png")
         predicted = free.mels[0, : int(free.mel_lens[0])].float().cpu().numpy()

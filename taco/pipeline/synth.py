@@ -55,6 +55,7 @@ class Utterance:
     text: str
     cleaned: str
     dropped: dict[str, int]  # characters the symbol table cannot speak -> count
+    unknown_words: dict[str, int]  # phonemes: words not in the pronouncing dictionary, spelled out -> count
     tokens: list[int]
     mel: np.ndarray  # (frames, n_mels) the model's normalized mel
     alignment: np.ndarray  # (decoder steps, tokens)
@@ -115,6 +116,7 @@ class Synthesizer:
                 text=text,
                 cleaned=item.cleaned,
                 dropped=item.dropped,
+                unknown_words=item.unknown_words,
                 tokens=item.ids,
                 mel=mel,
                 alignment=alignment,
