@@ -126,7 +126,7 @@ class Synthesizer:
 
     def _vocode(self, mels: torch.Tensor, mel_lens: list[int], config: SynthConfig) -> list[np.ndarray]:
         """(B, T, n_mels) padded mels -> each item's peak-normalized waveform: on a CPU each item alone at
-        its own length, on a GPU the padded batch at once (see `griffin_lim_lines`)."""
+        its own length, on a GPU the padded batch at once, whose padding `griffin_lim_lines` silences."""
         # (B, T, n_mels) -> (B, n_mels, T) -> (B, n_freqs, T)
         magnitudes = mel_to_magnitude(mels.transpose(1, 2).float(), self.feature_config)
         waves = griffin_lim_lines(magnitudes, mel_lens, self.feature_config, each_alone=self.device.type == "cpu",
