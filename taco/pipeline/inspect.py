@@ -111,7 +111,8 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
     model, r, device = synthesizer.model, synthesizer.model_config.reduction_factor, synthesizer.device
     torch.manual_seed(config.seed)
     rows, figures = [], []
-    for start in progress_bar(range(0, len(positions), config.batch_size), desc="inspect", unit="batch", disable=not progress):
+    batch_starts = range(0, len(positions), config.batch_size)
+    for start in progress_bar(batch_starts, desc="inspect", unit="batch", disable=not progress):
         chunk = positions[start : start + config.batch_size]
         items = [store[i] for i in chunk]
         batch = {key: value.to(device) for key, value in collate(items, r).items()}

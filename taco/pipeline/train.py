@@ -159,7 +159,7 @@ def train(
     last_terms: LossTerms | None = None
     last_val_loss: LossTerms | None = None
     bar = progress_bar(total=last_step, initial=state.step, unit="step", desc="train",
-               disable=not progress or rank != 0, dynamic_ncols=True)
+                       disable=not progress or rank != 0, dynamic_ncols=True)
     started, started_step = time.perf_counter(), state.step
     with stop.installed():
         while state.step < last_step and not stop.requested:
