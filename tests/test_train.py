@@ -1,6 +1,7 @@
 """Training: the loss falls, checkpoints stand alone, resume is exact, bad states are refused."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import torch
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
 from taco.pipeline.checkpoint import load_checkpoint, step_file
-from taco.pipeline.losses import tacotron2_loss
+from taco.pipeline.losses import guided_attention_loss, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.train import TrainConfig, TrainingError, learning_rate_factor, make_loaders, train
 
@@ -44,6 +45,22 @@ def test_loss_falls_when_overfitting_two_utterances(small_store):
         optimizer.step()
         losses.append(terms.total.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_guided_attention_is_the_mean_penalty_over_each_items_valid_cells():
+    # sigma^2 = 1/8 makes the penalty 1 - exp(-(n/N - t/T)^2 / (2 sigma^2)) = 1 - exp(-4 (n/N - t/T)^2)
+    sigma = (1 / 8) ** 0.5
+    step_lens, token_lens = torch.tensor([2, 1]), torch.tensor([2, 1])
+    alignments = torch.zeros(2, 2, 2)  # (B, T_dec, T_text)
+    # item 0, 2 steps x 2 tokens: step 0 on token 0 (0/2 - 0/2 = 0, no penalty), then step 1 stays on
+    # token 0 (1/2 - 0/2 = 1/2: penalty 1 - exp(-1))
+    alignments[0, 0, 0] = alignments[0, 1, 0] = 1.0
+    # item 1, 1 step x 1 token: on the diagonal; its attention on padding cells must not count
+    alignments[1, 0, 0] = 1.0
+    alignments[1, 1, :] = 0.5
+    # 4 + 1 = 5 valid cells
+    expected = (1 - math.exp(-1)) / 5
+    assert guided_attention_loss(alignments, step_lens, token_lens, sigma).item() == pytest.approx(expected)
 
 
 def test_learning_rate_warms_up_then_decays_to_the_final_rate():

@@ -20,7 +20,6 @@ import numpy as np
 import soundfile
 import soxr
 import torch
-from tqdm import tqdm
 
 from taco.features.audio import AudioError, load_audio, trim_silence
 from taco.features.corpus import Entry, read_metadata, random_split
@@ -45,6 +44,7 @@ from taco.features.store import (
 )
 from taco.features.summary import summarize
 from taco.features.text import Encoded, PronunciationError, TextConfig, decode, encode, symbols
+from taco.progress import progress_bar
 
 # Utterances per shard: about 7 minutes of LJSpeech audio, 11 MB of mels. Small enough that 2 cores
 # share the bundled 200-utterance corpus, large enough that LJSpeech makes ~200 files, not 13,100.
@@ -132,7 +132,7 @@ def preprocess(
         for number, start in enumerate(range(0, len(entries), shard_size))
     ]
     parts, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint, split)
-    with tqdm(
+    with progress_bar(
         total=len(entries),
         initial=len(entries) - sum(len(task.entries) for task in pending),
         unit="utt",

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from taco.features.store import FeatureStore
 from taco.features.text import decode, token_labels
@@ -22,6 +21,7 @@ from taco.pipeline.batching import collate
 from taco.pipeline.model import decoder_step_lens
 from taco.pipeline.plots import inspection_figure, save_figure
 from taco.pipeline.synth import SynthConfig, Synthesizer, inference_item
+from taco.progress import progress_bar
 
 # Utterances plotted from a `--split` report: the worst few say what is wrong; all would bury them.
 DEFAULT_WORST_PLOTTED = 5
@@ -111,7 +111,8 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
     model, r, device = synthesizer.model, synthesizer.model_config.reduction_factor, synthesizer.device
     torch.manual_seed(config.seed)
     rows, figures = [], []
-    for start in tqdm(range(0, len(positions), config.batch_size), desc="inspect", unit="batch", disable=not progress):
+    batch_starts = range(0, len(positions), config.batch_size)
+    for start in progress_bar(batch_starts, desc="inspect", unit="batch", disable=not progress):
         chunk = positions[start : start + config.batch_size]
         items = [store[i] for i in chunk]
         batch = {key: value.to(device) for key, value in collate(items, r).items()}

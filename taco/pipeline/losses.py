@@ -4,7 +4,9 @@
 - gate: binary cross-entropy of the stop logit per decoder step, with a positive weight because the
   stop step is one step in hundreds (ESPnet's bce_pos_weight);
 - guided attention (Tachibana et al. 2017, "Efficiently trainable text-to-speech ..."): penalizes
-  attention far from the diagonal, which makes alignment appear in far fewer steps.
+  attention far from the diagonal, which makes alignment appear in far fewer steps. Its value is the
+  mean penalty over the valid (decoder step, token) cells of the batch, as in the paper and ESPnet's
+  GuidedAttentionLoss, so that a weight means the same as theirs whatever the text length.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ def guided_attention_weights(step_lens: torch.Tensor, token_lens: torch.Tensor, 
     return weights * inside
 
 
+def guided_attention_loss(alignments: torch.Tensor, step_lens: torch.Tensor, token_lens: torch.Tensor,
+                          sigma: float) -> torch.Tensor:
+    """Mean penalty of (B, T_dec, T_text) attention over the batch's valid cells, the (step, token) pairs
+    inside each item's step_lens x token_lens rectangle (Tachibana et al.'s mean; ESPnet's reduction)."""
+    _, max_steps, max_tokens = alignments.shape
+    penalty = guided_attention_weights(step_lens, token_lens, max_steps, max_tokens, sigma)
+    valid_cells = (step_lens * token_lens).sum()
+    return (alignments * penalty).sum() / valid_cells
+
+
 def tacotron2_loss(
     output,
     batch: dict[str, torch.Tensor],
@@ -73,9 +85,7 @@ def tacotron2_loss(
     )
     gate = (gate_losses * step_mask).sum() / step_mask.sum()
 
-    _, max_steps, max_tokens = output.alignments.shape
-    penalty = guided_attention_weights(step_lens, token_lens, max_steps, max_tokens, guided_attention_sigma)
-    guided = (output.alignments * penalty).sum() / step_mask.sum()
+    guided = guided_attention_loss(output.alignments, step_lens, token_lens, guided_attention_sigma)
 
     total = mel + postnet + gate + guided_attention_weight * guided
     return LossTerms(total, mel, postnet, gate, guided)

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import soundfile
 import torch
-from tqdm import tqdm
 
 from taco.features.mel import FeatureConfig, denormalize, normalize
 from taco.features.text import TextConfig, encode
@@ -21,6 +20,7 @@ from taco.pipeline.checkpoint import CheckpointError, load_checkpoint
 from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, griffin_lim_lines, mel_to_magnitude
 from taco.pipeline.batching import pad_tokens
 from taco.pipeline.model import Inference, ModelConfig, Tacotron2
+from taco.progress import progress_bar
 
 # Griffin-Lim sharpening: raising the magnitude to 1.5 before phase recovery lowers its phasiness
 # (Tacotron 1, Wang et al. 2017; Coqui TTS's default `power`).
@@ -95,7 +95,7 @@ class Synthesizer:
         # similar lengths decode together: a batch runs as long as its longest item
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
         results: list[Utterance | None] = [None] * len(texts)
-        with tqdm(total=len(texts), unit="line", desc="synth", disable=not progress) as bar:
+        with progress_bar(total=len(texts), unit="line", desc="synth", disable=not progress) as bar:
             for start in range(0, len(order), config.batch_size):
                 chunk = order[start : start + config.batch_size]
                 batch = self._synthesize_batch([texts[i] for i in chunk], [encoded[i] for i in chunk], config, vocode)
@@ -128,7 +128,7 @@ class Synthesizer:
 
     def _vocode(self, mels: torch.Tensor, mel_lens: list[int], config: SynthConfig) -> list[np.ndarray]:
         """(B, T, n_mels) padded mels -> each item's peak-normalized waveform: on a CPU each item alone at
-        its own length, on a GPU the padded batch at once (see `griffin_lim_lines`)."""
+        its own length, on a GPU the padded batch at once, whose padding `griffin_lim_lines` silences."""
         # (B, T, n_mels) -> (B, n_mels, T) -> (B, n_freqs, T)
         magnitudes = mel_to_magnitude(mels.transpose(1, 2).float(), self.feature_config)
         waves = griffin_lim_lines(magnitudes, mel_lens, self.feature_config, each_alone=self.device.type == "cpu",

@@ -27,7 +27,6 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from taco.config import JsonConfig
 from taco.features.store import FeatureStore
@@ -36,6 +35,7 @@ from taco.pipeline.checkpoint import Progress, latest_checkpoint, load_checkpoin
 from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.run_folder import RunWriter
+from taco.progress import progress_bar
 
 AMP_MODES = ("bf16", "fp16", "none")
 
@@ -158,8 +158,8 @@ def train(
     nonfinite_in_a_row = 0
     last_terms: LossTerms | None = None
     last_val_loss: LossTerms | None = None
-    bar = tqdm(total=last_step, initial=state.step, unit="step", desc="train",
-               disable=not progress or rank != 0, dynamic_ncols=True)
+    bar = progress_bar(total=last_step, initial=state.step, unit="step", desc="train",
+                       disable=not progress or rank != 0, dynamic_ncols=True)
     started, started_step = time.perf_counter(), state.step
     with stop.installed():
         while state.step < last_step and not stop.requested:

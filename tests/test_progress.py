@@ -1,0 +1,33 @@
+"""Progress bars stay live on a terminal and stay short in a log file or a pipe."""
+
+import io
+import time
+
+from tqdm import tqdm
+
+from taco.progress import progress_bar
+
+STEPS = 50
+STEP_SECONDS = 0.01  # 0.5 s in all: five times tqdm's default redraw interval of 0.1 s
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def redraws(make_bar, stream: io.StringIO) -> int:
+    with make_bar(total=STEPS, desc="work", file=stream) as bar:
+        for _ in range(STEPS):
+            time.sleep(STEP_SECONDS)
+            bar.update()
+    return stream.getvalue().count("work")
+
+
+def test_a_bar_written_to_a_log_file_or_pipe_draws_only_its_start_and_end_over_many_quick_steps():
+    assert redraws(tqdm, io.StringIO()) >= 4  # what a plain tqdm bar leaves in a log
+    assert redraws(progress_bar, io.StringIO()) <= 2
+
+
+def test_a_bar_on_a_terminal_keeps_redrawing_as_it_goes():
+    assert redraws(progress_bar, Terminal()) >= 4
