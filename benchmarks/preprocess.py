@@ -214,7 +214,7 @@ def measure_per_utterance(corpus: Path, repeat: int) -> dict:
         # never on pages a just-deleted file freed (which this VM writes several times faster)
         for start in range(0, len(utterances), DEFAULT_SHARD_SIZE):
             batch = utterances[start : start + DEFAULT_SHARD_SIZE]
-            write_shard(shard_dir / f"{start:06d}.h5", "benchmark", [u.id for u in batch], batch, [], {}, config.n_mels)
+            write_shard(shard_dir / f"{start:06d}.h5", "benchmark", [u.id for u in batch], batch, [], {}, config)
 
     stages = {"taco": taco, "floor": lambda: run_floor(entries, config),
               "librosa": lambda: librosa_chunk(paths, settings)}

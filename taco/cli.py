@@ -127,7 +127,8 @@ def _connect_dask(address: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def store_info_command(store_dir, verify, as_json):
     """Show what the feature store in STORE_DIR holds: utterances and hours per split, frames, tokens,
-    shards, skipped utterances by reason, the configs and the fingerprint."""
+    shards, skipped utterances by reason, the share of mel bins clipped at each end of the normalization,
+    the configs and the fingerprint."""
     try:
         summary = summarize(store_dir, verify=verify)
     except USER_ERRORS as error:

@@ -22,10 +22,15 @@ FFT_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 # Floor on mel magnitudes before taking a log: -100 dB. NVIDIA/tacotron2 and HiFi-GAN clamp at 1e-5.
 MEL_FLOOR = 1e-5
-# `db` normalization of the seed (kaituoxu/Tacotron2): 20*log10(mel) clipped to [DB_MIN, DB_MAX],
-# then mapped linearly onto [-DB_SCALE, DB_SCALE].
+# `db` normalization: 20*log10(mel) clipped to [DB_MIN, DB_MAX], then mapped linearly onto
+# [-DB_SCALE, DB_SCALE], the seed's scale (kaituoxu/Tacotron2).
+# DB_MIN is MEL_FLOOR in dB, as in the seed.
 DB_MIN = -100.0
-DB_MAX = 0.0
+# DB_MAX: +20 dB, the ref_level_db that keithito/tacotron (and Coqui TTS after it) subtract before clipping
+# at 0 dB. With Slaney-normalized filters the voiced low bands of speech peaking near full scale go above
+# 0 dB, where the seed clipped them: up to +9.4 dB on the bundled corpus (0.2% of its bins), +13.1 dB with
+# each of its clips scaled to peak 1.0, +15.4 dB for flite's slt voice at peak 1.0.
+DB_MAX = 20.0
 DB_SCALE = 4.0
 
 # Slaney's mel scale (Auditory Toolbox, used by librosa with htk=False): linear below 1 kHz,
@@ -210,6 +215,17 @@ def normalize(mel: torch.Tensor, normalization: str) -> torch.Tensor:
     db = 20.0 * torch.log10(mel.clamp(min=MEL_FLOOR))
     db = db.clamp(DB_MIN, DB_MAX)
     return (db - DB_MIN) / (DB_MAX - DB_MIN) * (2 * DB_SCALE) - DB_SCALE
+
+
+def clip_limits(normalization: str) -> tuple[float, float | None]:
+    """The normalized feature's values at the floor and at the ceiling (None: `log` has no ceiling).
+
+    A bin of a stored (float32) feature that equals one of them was clipped there, or lies within
+    float32 rounding of it.
+    """
+    # (2,) magnitudes: silence and an infinitely loud bin, through the same float32 arithmetic as the mels
+    floor, ceiling = normalize(torch.tensor([0.0, math.inf]), normalization).tolist()
+    return floor, ceiling if math.isfinite(ceiling) else None
 
 
 def denormalize(feature: torch.Tensor, normalization: str) -> torch.Tensor:

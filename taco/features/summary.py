@@ -9,11 +9,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from taco.features.mel import clip_limits
 from taco.features.store import FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, read_tsv
 
 
 def summarize(store_dir: str | Path, verify: bool = False) -> dict:
-    """Counts per split, hours, failures by reason, configs and fingerprint of a finished store.
+    """Counts per split, hours, failures by reason, clipped mel bins, configs and fingerprint of a finished store.
 
     With `verify`, every shard is read in full and checked against the index; the problems found are
     listed under "problems" (an empty list means the store is sound).
@@ -35,6 +36,7 @@ def summarize(store_dir: str | Path, verify: bool = False) -> dict:
         # "unreadable audio: Format not recognised." counts as "unreadable audio"
         "failures_by_reason": dict(Counter(row["reason"].split(":")[0] for row in failures).most_common()),
         "dropped_characters": info["dropped_characters"],
+        "clipped": clipped_shares(info),
         "split": info["split"],
         "max_seconds": info["max_seconds"],
         "feature_config": info["feature_config"],
@@ -45,6 +47,17 @@ def summarize(store_dir: str | Path, verify: bool = False) -> dict:
     if verify:
         summary["problems"] = verify_store(store)
     return summary
+
+
+def clipped_shares(info: dict) -> dict:
+    """Shares of the training mel bins clipped at the normalization's floor and ceiling (None: `log` has none)."""
+    stats = info["stats"]
+    bins = max(stats["frames"] * info["feature_config"]["n_mels"], 1)
+    _, ceiling = clip_limits(info["feature_config"]["normalization"])
+    return {
+        "floor": stats["bins_at_floor"] / bins,
+        "ceiling": None if ceiling is None else stats["bins_at_ceiling"] / bins,
+    }
 
 
 def verify_store(store: FeatureStore) -> list[str]:
@@ -104,6 +117,9 @@ def format_summary(summary: dict) -> str:
     if summary["dropped_characters"]:
         dropped = ", ".join(f"{char!r}: {count}" for char, count in summary["dropped_characters"].items())
         lines.append(f"dropped text characters  {dropped}")
+    clipped = summary["clipped"]
+    at_ceiling = "" if clipped["ceiling"] is None else f", {clipped['ceiling']:.3%} at the ceiling"
+    lines.append(f"clipped      {clipped['floor']:.3%} of training mel bins at the floor{at_ceiling}")
     lines.append(f"features     {json.dumps(summary['feature_config'])}")
     lines.append(f"text         {json.dumps(summary['text_config'])}")
     if "problems" in summary:
