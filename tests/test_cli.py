@@ -32,10 +32,10 @@ def test_preprocess_prints_the_summary_and_store_info_json_has_the_documented_ke
 
 def test_feature_options_reach_the_stores_feature_config(make_corpus, tmp_path):
     store = tmp_path / "store"
-    options = ["--normalization", "log", "--fft-precision", "float32", "--n-mels", "40"]
+    options = ["--normalization", "log", "--fft-precision", "float64", "--n-mels", "40"]  # none the default
     assert invoke("preprocess", make_corpus(2), store, "--jobs", "1", "--quiet", *options).exit_code == 0
     config = json.loads(invoke("store-info", store, "--json").output)["feature_config"]
-    assert (config["normalization"], config["fft_precision"], config["n_mels"]) == ("log", "float32", 40)
+    assert (config["normalization"], config["fft_precision"], config["n_mels"]) == ("log", "float64", 40)
 
 
 @pytest.mark.parametrize("normalization", ["db", "log"])
