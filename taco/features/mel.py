@@ -19,7 +19,7 @@ NORMALIZATIONS = ("db", "log")
 # The dtype the STFT runs in, by FeatureConfig.fft_precision. float32 is how NVIDIA/tacotron2, HiFi-GAN and
 # torchaudio compute it (mels within 5e-4 of librosa's); float64 keeps them within 1e-4 of librosa's, which
 # windows and transforms in float64.
-FFT_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+FFT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # Floor on mel magnitudes before taking a log: -100 dB. NVIDIA/tacotron2 and HiFi-GAN clamp at 1e-5.
 MEL_FLOOR = 1e-5
