@@ -61,7 +61,7 @@ def main():
 @click.option("--normalization", default=_defaults.normalization, type=click.Choice(NORMALIZATIONS),
               help="db: the seed's [-4, 4] dB scale; log: natural log as NVIDIA/tacotron2 and HiFi-GAN (to use their vocoders).")
 @click.option("--fft-precision", default=_defaults.fft_precision, type=click.Choice(list(FFT_DTYPES)),
-              help="float64: mels within 1e-4 of librosa's; float32: as NVIDIA/tacotron2, within 5e-4, and about 1.5x faster.")
+              help="Precision of the STFT. float32: as NVIDIA/tacotron2, HiFi-GAN and torchaudio, mels within 5e-4 of librosa's; float64: within 1e-4, and preprocessing takes about 1.5x as long.")
 @click.option("--trim-db", default=None, type=click.FloatRange(min=0, min_open=True),
               help="Trim leading/trailing audio more than this many dB below the loudest frame (default: keep all).")
 @click.option("--cleaners", default=TextConfig().cleaners, type=click.Choice(sorted(CLEANERS)), help="Text normalization.")
@@ -131,7 +131,8 @@ def _connect_dask(address: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def store_info_command(store_dir, verify, as_json):
     """Show what the feature store in STORE_DIR holds: utterances and hours per split, frames, tokens,
-    shards, skipped utterances by reason, the configs and the fingerprint."""
+    shards, skipped utterances by reason, the share of mel bins clipped at each end of the normalization,
+    the configs and the fingerprint."""
     try:
         summary = summarize(store_dir, verify=verify)
     except USER_ERRORS as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -66,6 +67,35 @@ def small_store(tmp_path_factory) -> Path:
     corpus = copy_bundled_corpus(root / "corpus", 10)
     preprocess(corpus, root / "store", val_count=2, jobs=1, progress=False)
     return root / "store"
+
+
+def librosa_mel(samples: np.ndarray, config) -> np.ndarray:
+    """The reference linear mel (n_mels, frames) of a FeatureConfig: librosa's Slaney mel of the magnitude STFT."""
+    import librosa  # here: only the tests that compare against librosa pay for its import
+
+    return librosa.feature.melspectrogram(
+        y=samples, sr=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length,
+        win_length=config.win_length, center=True, pad_mode="reflect", power=1.0,
+        n_mels=config.n_mels, fmin=config.f_min, fmax=config.f_max, htk=False, norm="slaney",
+    )
+
+
+# A constructed clip whose default mels clip at both ends of the `db` range: a cosine on FFT bin 10 of 1024
+# (215 Hz at 22.05 kHz), so that under the periodic Hann window each frame's spectrum is 3 bins and every
+# filter that does not weigh them holds rounding noise (below 1e-6, under the -100 dB floor), with amplitude
+# 4 (12 dB over full scale), so that the two filters around 215 Hz reach +24 and +30 dB, over the +20 dB
+# ceiling. It starts at a peak and ends at one, so the STFT's reflect padding continues it exactly.
+LOUD_COSINE_BIN = 10
+LOUD_COSINE_AMPLITUDE = 4.0
+
+
+def loud_cosine_wav(sample_rate: int = 22050, n_fft: int = 1024) -> bytes:
+    """The constructed loud cosine as a float WAV file (which keeps samples beyond full scale)."""
+    n = np.arange(20 * n_fft + 1)  # 200 whole periods, peak to peak: 81 frames at hop 256
+    samples = LOUD_COSINE_AMPLITUDE * np.cos(2 * np.pi * LOUD_COSINE_BIN * n / n_fft)
+    wav = io.BytesIO()
+    soundfile.write(wav, samples.astype(np.float32), sample_rate, format="WAV", subtype="FLOAT")
+    return wav.getvalue()
 
 
 def add_utterance(corpus: Path, id_: str, text: str, audio: bytes | None = None) -> None:

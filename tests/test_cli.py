@@ -3,11 +3,12 @@
 import json
 
 import h5py
+import pytest
 from click.testing import CliRunner
 
 from taco.cli import main
 
-from conftest import add_utterance
+from conftest import add_utterance, loud_cosine_wav
 
 
 def invoke(*args):
@@ -31,10 +32,26 @@ def test_preprocess_prints_the_summary_and_store_info_json_has_the_documented_ke
 
 def test_feature_options_reach_the_stores_feature_config(make_corpus, tmp_path):
     store = tmp_path / "store"
-    options = ["--normalization", "log", "--fft-precision", "float32", "--n-mels", "40"]
+    options = ["--normalization", "log", "--fft-precision", "float64", "--n-mels", "40"]  # none the default
     assert invoke("preprocess", make_corpus(2), store, "--jobs", "1", "--quiet", *options).exit_code == 0
     config = json.loads(invoke("store-info", store, "--json").output)["feature_config"]
-    assert (config["normalization"], config["fft_precision"], config["n_mels"]) == ("log", "float32", 40)
+    assert (config["normalization"], config["fft_precision"], config["n_mels"]) == ("log", "float64", 40)
+
+
+@pytest.mark.parametrize("normalization", ["db", "log"])
+def test_store_info_prints_the_shares_of_mel_bins_clipped_at_the_floor_and_the_ceiling(make_corpus, tmp_path,
+                                                                                      normalization):
+    corpus, store = make_corpus(1), tmp_path / "store"
+    add_utterance(corpus, "loud", "a constructed tone, loud beyond full scale", loud_cosine_wav())
+    invoke("preprocess", corpus, store, "--jobs", "1", "--quiet", "--val-count", "0", "--normalization", normalization)
+    stats = json.loads((store / "store.json").read_text())["stats"]
+    bins = stats["frames"] * 80
+    shares = f"{stats['bins_at_floor'] / bins:.3%} of training mel bins at the floor"
+    if normalization == "db":  # the natural log has no ceiling
+        assert stats["bins_at_ceiling"] > 0
+        shares += f", {stats['bins_at_ceiling'] / bins:.3%} at the ceiling"
+    assert stats["bins_at_floor"] > 0
+    assert f"clipped      {shares}\n" in invoke("store-info", store).output
 
 
 def test_failures_are_listed_by_reason_and_the_run_still_succeeds(make_corpus, tmp_path):

@@ -3,19 +3,15 @@
 import librosa
 import numpy as np
 import pytest
+import soundfile
 import torch
 
 from taco.features.mel import (
-    FeatureConfig, denormalize, magnitude_stft, mel_filterbank, mel_spectrogram, n_frames, normalize,
+    FeatureConfig, clip_limits, denormalize, magnitude_stft, mel_filterbank, mel_spectrogram, n_frames,
+    normalize,
 )
 
-
-def librosa_mel(samples: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    return librosa.feature.melspectrogram(
-        y=samples, sr=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length,
-        win_length=config.win_length, center=True, pad_mode="reflect", power=1.0,
-        n_mels=config.n_mels, fmin=config.f_min, fmax=config.f_max, htk=False, norm="slaney",
-    )
+from conftest import BUNDLED_CORPUS, bundled_lines, librosa_mel
 
 
 @pytest.mark.parametrize("sample_rate, n_fft, n_mels, f_max", [(22050, 1024, 80, 8000.0), (16000, 512, 40, 7600.0)])
@@ -32,9 +28,9 @@ def test_filterbank_is_librosas_slaney_filterbank(sample_rate, n_fft, n_mels, f_
     # more filters than bins: some weigh no bin, which librosa warns about
     pytest.param({"n_mels": 256, "f_max": 4000.0}, marks=pytest.mark.filterwarnings("ignore:Empty filters")),
 ])
-def test_normalized_mel_of_real_speech_matches_librosa_within_1e_4(speech, settings):
+def test_float64_fft_precision_keeps_the_mel_of_real_speech_within_1e_4_of_librosa(speech, settings):
     samples, rate = speech
-    config = FeatureConfig(sample_rate=rate, **settings)
+    config = FeatureConfig(sample_rate=rate, fft_precision="float64", **settings)
     normalization = config.normalization
     ours = mel_spectrogram(torch.from_numpy(samples), config)
     reference = normalize(torch.from_numpy(librosa_mel(samples, config)), normalization)
@@ -45,13 +41,15 @@ def test_normalized_mel_of_real_speech_matches_librosa_within_1e_4(speech, setti
 
 
 @pytest.mark.parametrize("normalization", ["db", "log"])
-def test_float32_fft_precision_stays_within_5e_4_of_librosa(speech, normalization):
+def test_the_default_float32_fft_stays_within_5e_4_of_librosa(speech, normalization):
     samples, rate = speech
-    config = FeatureConfig(sample_rate=rate, normalization=normalization, fft_precision="float32")
+    config = FeatureConfig(sample_rate=rate, normalization=normalization)
+    assert config.fft_precision == "float32"
     fast = mel_spectrogram(torch.from_numpy(samples), config)
     reference = normalize(torch.from_numpy(librosa_mel(samples, config)), normalization)
+    precise = FeatureConfig(sample_rate=rate, normalization=normalization, fft_precision="float64")
     assert fast.dtype == torch.float32
-    assert not torch.equal(fast, mel_spectrogram(torch.from_numpy(samples), FeatureConfig(normalization=normalization)))
+    assert not torch.equal(fast, mel_spectrogram(torch.from_numpy(samples), precise))
     assert (fast - reference).abs().max().item() < 5e-4
 
 
@@ -64,21 +62,36 @@ def test_blocked_filterbank_product_equals_the_dense_product(speech, settings):
     config = FeatureConfig(**settings)
     samples = torch.from_numpy(speech[0][:22050])
     batch = torch.stack([samples, samples.flip(0)])
-    magnitude = magnitude_stft(batch.to(torch.float64), config).to(torch.float32)
+    magnitude = magnitude_stft(batch, config)  # float32, as the default fft_precision
     filters = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
     # (n_mels, n_freqs) @ (2, n_freqs, frames) -> (2, n_mels, frames)
     dense = normalize(filters @ magnitude, config.normalization)
     torch.testing.assert_close(mel_spectrogram(batch, config), dense, rtol=0, atol=1e-5)
 
 
-def test_db_normalization_maps_minus_100_to_0_db_onto_minus_4_to_4():
-    mel = torch.tensor([1e-7, 1e-5, 1e-2, 1.0, 10.0])
-    assert normalize(mel, "db").tolist() == pytest.approx([-4.0, -4.0, 0.8, 4.0, 4.0])
+def test_db_normalization_maps_minus_100_to_plus_20_db_onto_minus_4_to_4():
+    # -140, -100, -40, 0, +20, +40 dB
+    mel = torch.tensor([1e-7, 1e-5, 1e-2, 1.0, 10.0, 100.0])
+    assert normalize(mel, "db").tolist() == pytest.approx([-4.0, -4.0, 0.0, 8 / 3, 4.0, 4.0])
+
+
+def test_clip_limits_are_the_ends_of_each_normalization():
+    assert clip_limits("db") == (-4.0, 4.0)
+    assert clip_limits("log") == (pytest.approx(np.log(1e-5)), None)
+
+
+def test_full_scale_speech_clips_nothing_at_the_top():
+    config = FeatureConfig()
+    seed_top = normalize(torch.tensor(1.0), "db")  # 0 dB, where the seed clipped
+    for line in bundled_lines(20):
+        samples, _ = soundfile.read(BUNDLED_CORPUS / "wavs" / f"{line.split('|')[0]}.flac", dtype="float32")
+        mel = mel_spectrogram(torch.from_numpy(samples / np.abs(samples).max()), config)
+        assert seed_top < mel.max() < clip_limits("db")[1]
 
 
 @pytest.mark.parametrize("normalization", ["db", "log"])
 def test_denormalize_inverts_normalize_inside_the_clip_range(normalization):
-    mel = torch.logspace(-4.9, -0.1, 50, dtype=torch.float64)
+    mel = torch.logspace(-4.9, 0.9, 50, dtype=torch.float64)  # -98 to +18 dB
     np.testing.assert_allclose(denormalize(normalize(mel, normalization), normalization), mel, rtol=1e-9)
 
 

@@ -15,12 +15,12 @@ import soundfile
 import torch
 
 from taco.features.audio import load_audio
-from taco.features.mel import FeatureConfig, mel_spectrogram
+from taco.features.mel import DB_MAX, MEL_FLOOR, FeatureConfig, mel_spectrogram
 from taco.features.preprocess import preprocess
 from taco.features.store import FeatureStore, StoreError
 from taco.features.text import TextConfig, encode
 
-from conftest import add_utterance
+from conftest import add_utterance, librosa_mel, loud_cosine_wav
 
 
 def run(corpus, store, **options):
@@ -76,12 +76,42 @@ def test_mel_statistics_are_the_float64_mean_and_std_of_the_training_frames(make
 def test_store_records_how_it_was_made(make_corpus, tmp_path):
     run(make_corpus(3), tmp_path / "store", features=FeatureConfig(normalization="log"))
     info = json.loads((tmp_path / "store" / "store.json").read_text())
-    assert info["complete"] is True and info["format_version"] == 1
+    assert info["complete"] is True and info["format_version"] == 2
     assert info["feature_config"]["normalization"] == "log"
     assert info["text_config"] == TextConfig().to_dict()
     assert info["symbols"][:2] == ["_", "~"]
     assert info["split"]["method"] == "random" and info["split"]["seed"] == 1234
     assert {"torch", "numpy", "h5py", "libsndfile", "soxr"} <= set(info["library_versions"])
+
+
+@pytest.mark.parametrize("normalization", ["db", "log"])
+def test_store_counts_the_training_mel_bins_clipped_at_each_end(make_corpus, tmp_path, normalization):
+    corpus = make_corpus(2)
+    add_utterance(corpus, "loud", "a constructed tone, loud beyond full scale", loud_cosine_wav())
+    add_utterance(corpus, "loud_val", "the same tone, held out", loud_cosine_wav())
+    lines = (corpus / "metadata.csv").read_text().splitlines()
+    (corpus / "train.csv").write_text("\n".join(lines[:3]) + "\n")
+    (corpus / "val.csv").write_text(lines[3] + "\n")
+    features = FeatureConfig(normalization=normalization)
+    # shards of 2: the bundled utterances in one, the tones in the other
+    summary = run(corpus, tmp_path / "store", features=features, train_metadata="train.csv", val_metadata="val.csv",
+                  shard_size=2)
+
+    stats = FeatureStore(tmp_path / "store").info["stats"]
+    # the reference: librosa's linear mels of the training clips, against the -100 dB floor and +20 dB ceiling
+    train_ids = [line.split("|")[0] for line in lines[:3]]
+    train_clips = [load_audio(next((corpus / "wavs").glob(f"{id_}.*")), 22050) for id_ in train_ids]
+    reference = np.concatenate([librosa_mel(clip, features) for clip in train_clips], axis=1)
+    at_floor, at_ceiling = int((reference <= MEL_FLOOR).sum()), int((reference >= 10 ** (DB_MAX / 20)).sum())
+    assert at_floor > 0 and at_ceiling > 0  # the tone clips at both ends
+    bins = stats["frames"] * features.n_mels
+    assert stats["bins_at_floor"] == at_floor
+    if normalization == "db":
+        assert stats["bins_at_ceiling"] == at_ceiling
+        assert summary["clipped"] == {"floor": at_floor / bins, "ceiling": at_ceiling / bins}
+    else:  # the natural log has no ceiling
+        assert stats["bins_at_ceiling"] == 0
+        assert summary["clipped"] == {"floor": at_floor / bins, "ceiling": None}
 
 
 def test_split_can_come_from_train_and_val_metadata_files(make_corpus, tmp_path):
@@ -184,6 +214,25 @@ def test_a_different_configuration_is_refused_unless_overwrite(make_corpus, tmp_
 
     run(corpus, store_dir, features=FeatureConfig(n_mels=40), overwrite=True)
     assert FeatureStore(store_dir)[0][1].shape[1] == 40
+
+
+def test_a_store_of_an_older_format_is_refused_until_preprocess_overwrites_it(make_corpus, tmp_path):
+    corpus, store_dir = make_corpus(2), tmp_path / "store"
+    run(corpus, store_dir)
+    info = json.loads((store_dir / "store.json").read_text())
+    # as format 1 wrote it: mels in [-100, 0] dB, no clipped-bin counts, a fingerprint over format 1
+    del info["stats"]["bins_at_floor"], info["stats"]["bins_at_ceiling"]
+    (store_dir / "store.json").write_text(json.dumps(info | {"format_version": 1, "fingerprint": "0" * 16}))
+
+    message = "store format 1 but this taco reads format 2; re-run taco preprocess with --overwrite"
+    with pytest.raises(StoreError, match=message):
+        FeatureStore(store_dir)
+    # doing what the message says: a plain re-run is refused, naming the format ...
+    with pytest.raises(StoreError, match=r"another version of taco \(store format 1, this taco writes format 2\)"):
+        run(corpus, store_dir)
+    # ... and --overwrite remakes the store
+    run(corpus, store_dir, overwrite=True)
+    assert FeatureStore(store_dir).info["format_version"] == 2
 
 
 def test_a_folder_that_is_not_a_store_is_never_written_into(make_corpus, tmp_path):

@@ -16,16 +16,22 @@ import torch
 from taco.config import JsonConfig
 
 NORMALIZATIONS = ("db", "log")
-# The dtype the STFT runs in, by FeatureConfig.fft_precision. float64 keeps the mels within 1e-4 of
-# librosa's (which windows and transforms in float64); float32 is how NVIDIA/tacotron2 computes them.
-FFT_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+# The dtype the STFT runs in, by FeatureConfig.fft_precision. float32 is how NVIDIA/tacotron2, HiFi-GAN and
+# torchaudio compute it (mels within 5e-4 of librosa's); float64 keeps them within 1e-4 of librosa's, which
+# windows and transforms in float64.
+FFT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # Floor on mel magnitudes before taking a log: -100 dB. NVIDIA/tacotron2 and HiFi-GAN clamp at 1e-5.
 MEL_FLOOR = 1e-5
-# `db` normalization of the seed (kaituoxu/Tacotron2): 20*log10(mel) clipped to [DB_MIN, DB_MAX],
-# then mapped linearly onto [-DB_SCALE, DB_SCALE].
+# `db` normalization: 20*log10(mel) clipped to [DB_MIN, DB_MAX], then mapped linearly onto
+# [-DB_SCALE, DB_SCALE], the seed's scale (kaituoxu/Tacotron2).
+# DB_MIN is MEL_FLOOR in dB, as in the seed.
 DB_MIN = -100.0
-DB_MAX = 0.0
+# DB_MAX: +20 dB, the ref_level_db that keithito/tacotron (and Coqui TTS after it) subtract before clipping
+# at 0 dB. With Slaney-normalized filters the voiced low bands of speech peaking near full scale go above
+# 0 dB, where the seed clipped them: up to +9.4 dB on the bundled corpus (0.2% of its bins), +13.1 dB with
+# each of its clips scaled to peak 1.0, +15.4 dB for flite's slt voice at peak 1.0.
+DB_MAX = 20.0
 DB_SCALE = 4.0
 
 # Slaney's mel scale (Auditory Toolbox, used by librosa with htk=False): linear below 1 kHz,
@@ -49,7 +55,9 @@ class FeatureConfig(JsonConfig):
     f_max: float = 8000.0  # speech energy above 8 kHz is noise to the model; NVIDIA's mel_fmax
     normalization: str = "db"  # "db" (the seed) or "log" (NVIDIA/HiFi-GAN, to use their vocoders)
     trim_db: float | None = None  # trim leading/trailing audio quieter than peak - trim_db; None keeps all
-    fft_precision: str = "float64"  # "float64" (librosa's mels within 1e-4) or "float32" (faster, within 5e-4)
+    # "float32" (as NVIDIA/tacotron2, HiFi-GAN, torchaudio; mels within 5e-4 of librosa's; a whole preprocess
+    # run takes 0.6-0.7 of float64's time) or "float64" (within 1e-4 of librosa's)
+    fft_precision: str = "float32"
 
     def __post_init__(self):
         positive = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels")
@@ -182,11 +190,12 @@ def mel_spectrogram(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     The result is a transposed view of (..., frames, n_mels) memory, so `.mT` of it, one frame per row
     as the store keeps them, costs no copy.
 
-    By default (fft_precision "float64") the FFT runs in float64 and its output is rounded to complex64,
-    as librosa computes its STFT; the mels stay within 1.4e-6 of librosa's. An FFT in float32 has
-    rounding errors, relative to a frame's loudest bin, that reach 2.9e-4 in the log-mel of quiet bins
-    (3.7e-4 with the window applied in float64; measured against librosa on 100 espeak utterances); with
-    fft_precision "float32" a whole preprocess run took 0.6-0.7 of the time (2-core Intel and AMD VMs).
+    By default (fft_precision "float32") the FFT runs in float32, as NVIDIA/tacotron2, HiFi-GAN and
+    torchaudio compute it. Its rounding errors, relative to a frame's loudest bin, reach 2.9e-4 in the
+    log-mel of quiet bins (3.7e-4 with the window applied in float64; measured against librosa on 100
+    espeak utterances); a whole preprocess run takes 0.6-0.7 of the time of float64 (2-core Intel and AMD
+    VMs). With fft_precision "float64" the FFT output is rounded to complex64, as librosa computes its
+    STFT, and the mels stay within 1.4e-6 of librosa's.
     """
     blocks = _mel_blocks(config.sample_rate, config.n_fft, config.n_mels, config.f_min, config.f_max)
     n_bins = max(bins.stop for bins, _ in blocks)
@@ -210,6 +219,17 @@ def normalize(mel: torch.Tensor, normalization: str) -> torch.Tensor:
     db = 20.0 * torch.log10(mel.clamp(min=MEL_FLOOR))
     db = db.clamp(DB_MIN, DB_MAX)
     return (db - DB_MIN) / (DB_MAX - DB_MIN) * (2 * DB_SCALE) - DB_SCALE
+
+
+def clip_limits(normalization: str) -> tuple[float, float | None]:
+    """The normalized feature's values at the floor and at the ceiling (None: `log` has no ceiling).
+
+    A bin of a stored (float32) feature that equals one of them was clipped there, or lies within
+    float32 rounding of it.
+    """
+    # (2,) magnitudes: silence and an infinitely loud bin, through the same float32 arithmetic as the mels
+    floor, ceiling = normalize(torch.tensor([0.0, math.inf]), normalization).tolist()
+    return floor, ceiling if math.isfinite(ceiling) else None
 
 
 def denormalize(feature: torch.Tensor, normalization: str) -> torch.Tensor:

@@ -183,12 +183,18 @@ def _read_corpus(corpus_dir, audio_path, metadata, train_metadata, val_metadata,
 def _prepare_store_dir(store_dir: Path, store_fingerprint: str, overwrite: bool) -> None:
     """Refuse a folder made with another configuration (unless overwrite), or one that is not a store."""
     if (store_dir / STORE_FILE).is_file():
-        previous = read_store_json(store_dir).get("fingerprint")
-        if previous != store_fingerprint:
+        previous = read_store_json(store_dir)
+        if previous.get("fingerprint") != store_fingerprint:
             if not overwrite:
+                if previous.get("format_version") != FORMAT_VERSION:
+                    made_with = (f"another version of taco (store format {previous.get('format_version')}, this taco "
+                                 f"writes format {FORMAT_VERSION})")
+                else:
+                    made_with = (f"another configuration (fingerprint {previous.get('fingerprint')}, "
+                                 f"this run {store_fingerprint})")
                 raise StoreError(
-                    f"{store_dir}: holds a store made with another configuration (fingerprint {previous}, "
-                    f"this run {store_fingerprint}); pass --overwrite to replace it, or choose another folder"
+                    f"{store_dir}: holds a store made with {made_with}; pass --overwrite to replace it, "
+                    f"or choose another folder"
                 )
             for name in (STORE_FILE, INDEX_FILE, FAILURES_FILE):
                 (store_dir / name).unlink(missing_ok=True)
@@ -249,7 +255,7 @@ def process_shard(
         failures,
         dict(dropped),
         dict(unknown_words),
-        features.n_mels,
+        features,
     )
 
 
@@ -278,8 +284,8 @@ def process_utterance(
 
 @dataclass
 class _IndexPart:
-    """One shard's share of the store's index: its index rows, failures, dropped characters, unknown words and
-    train mel sums.
+    """One shard's share of the store's index: its index rows, failures, dropped characters, unknown words,
+    train mel sums and clipped-bin counts.
 
     Made from each ShardSummary as it arrives, which is then let go: its per-utterance sums (2 x n_mels
     float64 per utterance, allocated in the worker that wrote the shard) would otherwise live to the end
@@ -294,6 +300,8 @@ class _IndexPart:
     train_frames: int
     train_sum: np.ndarray  # (n_mels,) float64
     train_sq_sum: np.ndarray  # (n_mels,) float64
+    train_bins_at_floor: int
+    train_bins_at_ceiling: int
 
     @classmethod
     def of(cls, summary: ShardSummary, split: dict[str, str]) -> _IndexPart:
@@ -303,7 +311,8 @@ class _IndexPart:
         train = np.array([name == "train" for name in splits], dtype=bool)
         return cls(summary.name, rows, summary.failures, summary.dropped_characters, summary.unknown_words,
                    int(summary.n_frames[train].sum()), summary.mel_sum[train].sum(axis=0),
-                   summary.mel_sq_sum[train].sum(axis=0))
+                   summary.mel_sq_sum[train].sum(axis=0), int(summary.bins_at_floor[train].sum()),
+                   int(summary.bins_at_ceiling[train].sum()))
 
 
 def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
@@ -312,6 +321,7 @@ def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
     index_rows, failures, dropped, unknown_words = [], list(metadata_failures), Counter(), Counter()
     n_mels = info["feature_config"]["n_mels"]
     frames, total, total_sq = 0, np.zeros(n_mels), np.zeros(n_mels)
+    bins_at_floor, bins_at_ceiling = 0, 0
     for part in parts:
         index_rows.extend(part.rows)
         failures.extend(part.failures)
@@ -320,6 +330,8 @@ def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
         frames += part.train_frames
         total += part.train_sum
         total_sq += part.train_sq_sum
+        bins_at_floor += part.train_bins_at_floor
+        bins_at_ceiling += part.train_bins_at_ceiling
     mean = total / max(frames, 1)
     std = np.sqrt(np.maximum(total_sq / max(frames, 1) - mean**2, 0.0))
     write_tsv_atomically(store_dir / INDEX_FILE, INDEX_COLUMNS, index_rows)
@@ -327,7 +339,8 @@ def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
     info = info | {
         "complete": True,
         "shards": [part.shard for part in parts],
-        "stats": {"split": "train", "frames": int(frames), "mean": mean.tolist(), "std": std.tolist()},
+        "stats": {"split": "train", "frames": int(frames), "mean": mean.tolist(), "std": std.tolist(),
+                  "bins_at_floor": bins_at_floor, "bins_at_ceiling": bins_at_ceiling},
         "dropped_characters": dict(sorted(dropped.items())),
         "unknown_words": dict(sorted(unknown_words.items())),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

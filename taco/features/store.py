@@ -25,10 +25,11 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
-from taco.features.mel import FeatureConfig
+from taco.features.mel import FeatureConfig, clip_limits
 from taco.features.text import TextConfig
 
-FORMAT_VERSION = 1
+# 2: the `db` range is [-100, +20] dB (was [-100, 0]), and shards count the bins clipped at each end
+FORMAT_VERSION = 2
 STORE_FILE = "store.json"
 INDEX_FILE = "index.tsv"
 FAILURES_FILE = "failures.tsv"
@@ -79,6 +80,8 @@ class ShardSummary:
     n_tokens: np.ndarray  # (n,) int64
     mel_sum: np.ndarray  # (n, n_mels) float64 per-utterance sum over frames, for merged stats
     mel_sq_sum: np.ndarray  # (n, n_mels) float64 per-utterance sum of squares
+    bins_at_floor: np.ndarray  # (n,) int64 per-utterance count of mel bins clipped at the normalization's floor
+    bins_at_ceiling: np.ndarray  # (n,) int64 the same at its ceiling (always 0 for `log`, which has none)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (id, reason)
     dropped_characters: dict[str, int] = field(default_factory=dict)
     unknown_words: dict[str, int] = field(default_factory=dict)  # phonemes: words spelled out -> count
@@ -105,15 +108,20 @@ def write_shard(
     failures: list[tuple[str, str]],
     dropped_characters: dict[str, int],
     unknown_words: dict[str, int],
-    n_mels: int,
+    features: FeatureConfig,
 ) -> ShardSummary:
     """Write one shard atomically (temporary name, fsync, rename) and return its summary."""
+    n_mels = features.n_mels
     mels = [u.mel.astype(np.float32, copy=False) for u in utterances]
     n_frames = np.array([len(m) for m in mels], dtype=np.int64)
     n_tokens = np.array([len(u.tokens) for u in utterances], dtype=np.int64)
     # (n, frames_i, n_mels) -> (n, n_mels): float64 sums so that merging many shards loses nothing
     mel_sum = np.array([m.sum(axis=0, dtype=np.float64) for m in mels]).reshape(-1, n_mels)
     mel_sq_sum = np.array([np.square(m, dtype=np.float64).sum(axis=0) for m in mels]).reshape(-1, n_mels)
+    # (n, frames_i, n_mels) -> (n,): bins the normalization held at its floor, and at its ceiling (`log` has none)
+    floor, ceiling = clip_limits(features.normalization)
+    bins_at_floor = np.array([np.count_nonzero(m <= floor) for m in mels], dtype=np.int64)
+    bins_at_ceiling = np.array([0 if ceiling is None else np.count_nonzero(m >= ceiling) for m in mels], dtype=np.int64)
     ids = [u.id for u in utterances]
 
     temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -131,13 +139,15 @@ def write_shard(
         shard["token_offsets"] = _offsets(n_tokens)
         shard["mel_sum"] = mel_sum
         shard["mel_sq_sum"] = mel_sq_sum
+        shard["bins_at_floor"] = bins_at_floor
+        shard["bins_at_ceiling"] = bins_at_ceiling
         shard["failure_ids"] = _bytes_array([id_ for id_, _ in failures])
         shard["failure_reasons"] = _bytes_array([reason for _, reason in failures])
     with open(temporary, "rb") as written:
         os.fsync(written.fileno())
     os.replace(temporary, path)
     return ShardSummary(path.name, fingerprint, task_ids, ids, n_frames, n_tokens, mel_sum, mel_sq_sum,
-                        failures, dropped_characters, unknown_words)
+                        bins_at_floor, bins_at_ceiling, failures, dropped_characters, unknown_words)
 
 
 def read_shard_summary(path: Path) -> ShardSummary:
@@ -153,6 +163,8 @@ def read_shard_summary(path: Path) -> ShardSummary:
                 n_tokens=np.diff(shard["token_offsets"][:]),
                 mel_sum=shard["mel_sum"][:],
                 mel_sq_sum=shard["mel_sq_sum"][:],
+                bins_at_floor=shard["bins_at_floor"][:],
+                bins_at_ceiling=shard["bins_at_ceiling"][:],
                 failures=list(zip(_strings(shard["failure_ids"][:]), _strings(shard["failure_reasons"][:]))),
                 dropped_characters=json.loads(shard.attrs["dropped_characters"]),
                 unknown_words=json.loads(shard.attrs["unknown_words"]),
@@ -212,7 +224,7 @@ class FeatureStore:
         if self.info.get("format_version") != FORMAT_VERSION:
             raise StoreError(
                 f"{self.path}: store format {self.info.get('format_version')} but this taco reads format "
-                f"{FORMAT_VERSION}; re-run taco preprocess"
+                f"{FORMAT_VERSION}; re-run taco preprocess with --overwrite, or into a new folder"
             )
         if not self.info.get("complete"):
             raise StoreError(f"{self.path}: incomplete store (its preprocess run did not finish); re-run it")

@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from taco.features.mel import clip_limits
 from taco.features.store import FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, read_tsv
 
 # Unknown words named in the text summary, most frequent first: a large corpus has many names and rare
@@ -17,7 +18,7 @@ LISTED_UNKNOWN_WORDS = 20
 
 
 def summarize(store_dir: str | Path, verify: bool = False) -> dict:
-    """Counts per split, hours, failures by reason, configs and fingerprint of a finished store.
+    """Counts per split, hours, failures by reason, clipped mel bins, configs and fingerprint of a finished store.
 
     With `verify`, every shard is read in full and checked against the index; the problems found are
     listed under "problems" (an empty list means the store is sound).
@@ -42,6 +43,7 @@ def summarize(store_dir: str | Path, verify: bool = False) -> dict:
         # most frequent first: the top of the list says which words are worth a pronunciation in braces.
         # Absent from stores made before the phonemes front end.
         "unknown_words": dict(sorted(info.get("unknown_words", {}).items(), key=lambda item: (-item[1], item[0]))),
+        "clipped": clipped_shares(info),
         "split": info["split"],
         "max_seconds": info["max_seconds"],
         "feature_config": info["feature_config"],
@@ -52,6 +54,17 @@ def summarize(store_dir: str | Path, verify: bool = False) -> dict:
     if verify:
         summary["problems"] = verify_store(store)
     return summary
+
+
+def clipped_shares(info: dict) -> dict:
+    """Shares of the training mel bins clipped at the normalization's floor and ceiling (None: `log` has none)."""
+    stats = info["stats"]
+    bins = max(stats["frames"] * info["feature_config"]["n_mels"], 1)
+    _, ceiling = clip_limits(info["feature_config"]["normalization"])
+    return {
+        "floor": stats["bins_at_floor"] / bins,
+        "ceiling": None if ceiling is None else stats["bins_at_ceiling"] / bins,
+    }
 
 
 def verify_store(store: FeatureStore) -> list[str]:
@@ -116,6 +129,9 @@ def format_summary(summary: dict) -> str:
         listed = ", ".join(f"{word!r}: {count}" for word, count in list(unknown.items())[:LISTED_UNKNOWN_WORDS])
         more = f", and {len(unknown) - LISTED_UNKNOWN_WORDS} more in store.json" if len(unknown) > LISTED_UNKNOWN_WORDS else ""
         lines.append(f"spelled out  {len(unknown)} words not in the pronouncing dictionary: {listed}{more}")
+    clipped = summary["clipped"]
+    at_ceiling = "" if clipped["ceiling"] is None else f", {clipped['ceiling']:.3%} at the ceiling"
+    lines.append(f"clipped      {clipped['floor']:.3%} of training mel bins at the floor{at_ceiling}")
     lines.append(f"features     {json.dumps(summary['feature_config'])}")
     lines.append(f"text         {json.dumps(summary['text_config'])}")
     if "problems" in summary:
