@@ -5,8 +5,8 @@
 Speaks the first `--count` sentences of the bundled corpus's metadata.csv with each flite voice, reads
 each wav as preprocessing would (mono, resampled with soxr to the default 22050 Hz), and transcribes
 it with taco's recognizer (taco.pipeline.asr), which resamples to 16 kHz. Prints a markdown table: the
-corpus-level word error rate of each voice and the recognition time per utterance. Needs flite and
-pocketsphinx (pip install -e '.[bench]').
+corpus-level word error rate of each voice, and of the bundled espeak-ng recordings of the same
+sentences, and the recognition time per utterance. Needs flite and pocketsphinx (pip install -e '.[bench]').
 """
 
 from __future__ import annotations
@@ -50,19 +50,28 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as folder:
         for voice in args.voices:
-            hypotheses, seconds, audio_seconds = [], 0.0, 0.0
-            for number, entry in enumerate(entries):
-                path = Path(folder) / f"{voice}_{number}.wav"
+            paths = [Path(folder) / f"{voice}_{number}.wav" for number in range(len(entries))]
+            for entry, path in zip(entries, paths):
                 subprocess.run(["flite", "-voice", voice, "-t", entry.text, "-o", str(path)], check=True)
-                wave = load_audio(path, sample_rate)
-                audio_seconds += len(wave) / sample_rate
-                start = time.perf_counter()
-                hypotheses.append(recognizer.transcribe(wave, sample_rate))
-                seconds += time.perf_counter() - start
-            result = word_error_rate(references, hypotheses)
-            print(f"| {voice} | {result['wer']:.3f} | {result['edits']} / {result['words']} | "
-                  f"{seconds / len(entries):.2f} | {audio_seconds / len(entries):.1f} |", flush=True)
+            print_row(f"flite {voice}", paths, references, recognizer, sample_rate)
+    print_row("espeak-ng (the bundled recordings)", [entry.audio_path for entry in entries], references, recognizer,
+              sample_rate)
     print(f"\nload average {load_average()}")
+
+
+def print_row(name: str, paths: list[Path], references: list[list[str]], recognizer: Recognizer,
+              sample_rate: int) -> None:
+    """Transcribe each file, read at `sample_rate`, and print its table row."""
+    hypotheses, seconds, audio_seconds = [], 0.0, 0.0
+    for path in paths:
+        wave = load_audio(path, sample_rate)
+        audio_seconds += len(wave) / sample_rate
+        start = time.perf_counter()
+        hypotheses.append(recognizer.transcribe(wave, sample_rate))
+        seconds += time.perf_counter() - start
+    result = word_error_rate(references, hypotheses)
+    print(f"| {name} | {result['wer']:.3f} | {result['edits']} / {result['words']} | "
+          f"{seconds / len(paths):.2f} | {audio_seconds / len(paths):.1f} |", flush=True)
 
 
 if __name__ == "__main__":
