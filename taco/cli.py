@@ -233,7 +233,7 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="With --split: at most this many utterances.")
 @click.option("--text", "texts", multiple=True, help="Free text (repeatable).")
 @click.option("--out-dir", "-o", default="alignment", type=click.Path(file_okay=False), help="Where plots, scores.json and report.tsv go.")
-@click.option("--worst", default=5, type=click.IntRange(min=0), help="With --split: how many of the worst to plot.")
+@click.option("--worst", default=5, type=click.IntRange(min=0), help="With --split: how many of the worst to plot (--asr plots all).")
 @click.option("--batch-size", default=16, type=click.IntRange(min=1))
 @click.option("--max-decoder-steps", default=None, type=click.IntRange(min=1), help="Step limit (default: the checkpoint's).")
 @click.option("--seed", default=0, help="Seed of the prenet's inference dropout.")
