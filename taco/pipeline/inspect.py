@@ -20,13 +20,13 @@ from tqdm import tqdm
 
 from taco.features.store import FeatureStore
 from taco.features.text import decode
-from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
 from taco.pipeline.alignment import AlignmentScores, score_alignment, severity
+from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
 from taco.pipeline.batching import collate
-from taco.pipeline.model import decoder_step_lens
-from taco.pipeline.plots import inspection_figure, save_figure
 from taco.pipeline.html_report import write_html_report
 from taco.pipeline.intelligibility import vocode_mel
+from taco.pipeline.model import decoder_step_lens
+from taco.pipeline.plots import inspection_figure, save_figure
 from taco.pipeline.stored import SelectionError, open_store, select_positions, store_corpus
 from taco.pipeline.synth import SynthConfig, Synthesizer, inference_item, write_wav
 
