@@ -1,15 +1,18 @@
 """How fast `tiny` learns to align on the bundled corpus, on this machine's CPU.
 
-    python benchmarks/alignment.py [--minutes 20] [--eval-every 100] [--config tiny] [--out DIR]
+    python benchmarks/alignment.py [--minutes 20] [--eval-every 100] [--config tiny] [--corpus DIR] [--out DIR]
 
-Trains the `tiny` preset (or `--config`) with `taco.train` on a store of corpus/ljspeech_flite, in
+Trains the `tiny` preset (or `--config`) with `taco.train` on a store of corpus/ljspeech_flite (or `--corpus`), in
 pieces of `--eval-every` steps (`stop_at`; each piece resumes the last exactly, the learning-rate schedule
 is the config's), until
 the training time reaches `--minutes`. After each chunk it scores the validation split with
 `taco.inspect` and prints a row: steps, training minutes, the last training loss, the validation loss of
 the last epoch, and the focus rate (the mean over utterances of the mean over decoder steps of the
 largest attention weight; FastSpeech, Ren et al. 2019), teacher-forced and free-running, with the
-free-running verdicts. Training minutes exclude the scoring; the total wall time is printed at the end.
+free-running verdicts, and beside them the word error rate of pocketsphinx on the same lines, teacher-forced
+and free-running (taco.pipeline.intelligibility; needs pip install -e '.[bench]'). Before the table: the
+recognizer's WER on the recordings and on Griffin-Lim of their stored mels, the floor the model can reach.
+Training minutes exclude the scoring; the total wall time is printed at the end.
 
 Target (from the issue): a teacher-forced focus rate of at least 0.5, with a visibly diagonal plot,
 within 20 minutes on 2 cores. The plots of the last evaluation are in OUT/alignment_STEP/.
@@ -27,7 +30,9 @@ import numpy as np
 import torch
 
 from taco.features.preprocess import preprocess
+from taco.pipeline.asr import Recognizer
 from taco.pipeline.inspect import inspect
+from taco.pipeline.intelligibility import SOURCES, evaluate_intelligibility
 from taco.pipeline.presets import load_config
 from taco.pipeline.train import train
 
@@ -38,14 +43,16 @@ TARGET_FOCUS_RATE = 0.5
 TARGET_MINUTES = 20.0
 
 
-def evaluate(checkpoint: Path, store: Path, out: Path) -> dict:
-    """Mean focus rates and verdict counts of the validation split."""
+def evaluate(checkpoint: Path, store: Path, out: Path, recognizer: Recognizer, sources: tuple[str, ...]) -> dict:
+    """Mean focus rates, verdict counts and the recognizer's WER of `sources` on the validation split."""
     report = inspect(checkpoint, out, store_dir=store, split="val", worst_plotted=2, device="cpu")
+    intelligibility = evaluate_intelligibility(checkpoint, store, sources=sources, device="cpu", recognizer=recognizer)
     return {
         "focus_free": float(np.mean([row["scores"]["focus_rate"] for row in report])),
         "focus_forced": float(np.mean([row["teacher_forced"]["focus_rate"] for row in report])),
         "verdicts": Counter(row["verdict"] for row in report),
         "utterances": len(report),
+        "wer": intelligibility["wer"],
     }
 
 
@@ -54,18 +61,18 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=TARGET_MINUTES, help="training time budget")
     parser.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
     parser.add_argument("--config", default="tiny", help="preset or JSON config file")
+    parser.add_argument("--corpus", type=Path, default=BUNDLED_CORPUS, help="corpus in LJSpeech layout")
     parser.add_argument("--out", type=Path, default=Path("benchmark-alignment"), help="store, run and plots go here")
     args = parser.parse_args()
 
     store, run = args.out / "store", args.out / "run"
-    preprocess(BUNDLED_CORPUS, store, progress=False)
+    recognizer = Recognizer()  # first: without pocketsphinx the benchmark stops before training
+    preprocess(args.corpus, store, progress=False)
     model_config, train_config = load_config(args.config)
     print(f"{describe_machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"config {args.config}: reduction factor {model_config.reduction_factor}, batch_frames "
           f"{train_config.batch_frames}, guided attention weight {train_config.guided_attention_weight} "
-          f"(half-life {train_config.guided_attention_half_life} steps)\n")
-    print("| steps | train min | train loss | val loss | focus rate (teacher-forced) | focus rate (free-running) | free-running verdicts |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+          f"(half-life {train_config.guided_attention_half_life} steps)")
 
     started, training_seconds, steps, reached = time.perf_counter(), 0.0, 0, None
     while training_seconds < args.minutes * 60:
@@ -77,11 +84,22 @@ def main() -> None:
         else:
             summary = train(store, run, resume=True, stop_at=steps, device="cpu", progress=False)
         training_seconds += time.perf_counter() - chunk_start
-        scores = evaluate(Path(summary["checkpoint"]), store, args.out / f"alignment_{steps:05d}")
+        # the recordings and their Griffin-Lim do not change with training: recognized once, at the start
+        first = steps == args.eval_every
+        sources = SOURCES if first else ("teacher_forced", "free_running")
+        scores = evaluate(Path(summary["checkpoint"]), store, args.out / f"alignment_{steps:05d}", recognizer, sources)
+        if first:
+            print(f"pocketsphinx WER on the {scores['utterances']} validation lines: recordings "
+                  f"{scores['wer']['recordings']:.3f}, Griffin-Lim of their stored mels "
+                  f"{scores['wer']['target_griffin_lim']:.3f}\n")
+            print("| steps | train min | train loss | val loss | focus rate (teacher-forced) | focus rate (free-running) "
+                  "| WER (teacher-forced) | WER (free-running) | free-running verdicts |")
+            print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         val = summary["last_val_loss"]["total"] if summary["last_val_loss"] else float("nan")
         verdicts = ", ".join(f"{verdict} {count}" for verdict, count in scores["verdicts"].most_common())
         print(f"| {steps} | {training_seconds / 60:.1f} | {summary['last_loss']['total']:.3f} | {val:.3f} | "
-              f"{scores['focus_forced']:.3f} | {scores['focus_free']:.3f} | {verdicts} |", flush=True)
+              f"{scores['focus_forced']:.3f} | {scores['focus_free']:.3f} | {scores['wer']['teacher_forced']:.3f} | "
+              f"{scores['wer']['free_running']:.3f} | {verdicts} |", flush=True)
         if reached is None and scores["focus_forced"] >= TARGET_FOCUS_RATE:
             reached = (steps, training_seconds / 60)
 

@@ -2,7 +2,7 @@
 
 The Python API behind each `taco` command:
 
-    from taco import preprocess, FeatureStore, load_config, train, synthesize, inspect
+    from taco import preprocess, FeatureStore, load_config, train, synthesize, inspect, evaluate_intelligibility
 
     preprocess("corpus/ljspeech_flite", "stores/demo")             # taco preprocess
     store = FeatureStore("stores/demo")
@@ -11,6 +11,7 @@ The Python API behind each `taco` command:
     train("stores/demo", "runs/demo", model_config, train_config)   # taco train
     [utterance] = synthesize("runs/demo/checkpoints/best.pt", ["Hello."])   # taco synth
     report = inspect("runs/demo/checkpoints/best.pt", "alignment", store_dir="stores/demo", split="val")
+    wers = evaluate_intelligibility("runs/demo/checkpoints/best.pt", "stores/demo")  # pip install -e '.[bench]'
 """
 
 import importlib
@@ -34,6 +35,7 @@ _EXPORTS = {
     "Synthesizer": "taco.pipeline.synth",
     "synthesize": "taco.pipeline.synth",
     "inspect": "taco.pipeline.inspect",
+    "evaluate_intelligibility": "taco.pipeline.intelligibility",
     "score_alignment": "taco.pipeline.alignment",
 }
 __all__ = sorted(_EXPORTS)

@@ -18,13 +18,16 @@ from taco.features.summary import format_summary, summarize
 from taco.features.text import CLEANERS, FRONT_END_TABLES, TextConfig
 from taco.pipeline.alignment import VERDICTS
 from taco.pipeline.checkpoint import CheckpointError
-from taco.pipeline.inspect import REPORT_COLUMNS, InspectError, inspect, report_line
+from taco.pipeline.asr import RecognizerError
+from taco.pipeline.inspect import InspectError, inspect, report_columns, report_line
 from taco.pipeline.presets import TRAINING_PRESETS, load_config
+from taco.pipeline.stored import SelectionError
 from taco.pipeline.synth import DEFAULT_POWER, SynthConfig, Synthesizer, to_log_mel, write_wav
 from taco.pipeline.train import TrainingError, train
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
-USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, InspectError, ValueError)
+USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, InspectError, SelectionError, RecognizerError,
+               ValueError)
 _defaults = FeatureConfig()
 
 
@@ -240,14 +243,19 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="With --split: at most this many utterances.")
 @click.option("--text", "texts", multiple=True, help="Free text (repeatable).")
 @click.option("--out-dir", "-o", default="alignment", type=click.Path(file_okay=False), help="Where plots, scores.json and report.tsv go.")
-@click.option("--worst", default=5, type=click.IntRange(min=0), help="With --split: how many of the worst to plot.")
+@click.option("--worst", default=5, type=click.IntRange(min=0), help="With --split: how many of the worst to plot (--asr plots all).")
 @click.option("--batch-size", default=16, type=click.IntRange(min=1))
 @click.option("--max-decoder-steps", default=None, type=click.IntRange(min=1), help="Step limit (default: the checkpoint's).")
 @click.option("--seed", default=0, help="Seed of the prenet's inference dropout.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
+@click.option("--asr", is_flag=True,
+              help="Also vocode each free-running line, transcribe it with pocketsphinx (pip install -e '.[bench]') "
+                   "and write its WER, the wavs and report.html (worst WER first) to --out-dir.")
+@click.option("--corpus", "corpus_dir", type=click.Path(exists=True, file_okay=False),
+              help="With --asr: the corpus of --store, for the reference text and recordings (default: the one store.json records).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a table.")
 def inspect_command(checkpoint, store_dir, ids, split, limit, texts, out_dir, worst, batch_size, max_decoder_steps,
-                    seed, device, as_json):
+                    seed, device, asr, corpus_dir, as_json):
     """Show why the model in CHECKPOINT does or does not align: attention plots and scores for stored
     utterances (teacher-forced beside free-running) or free text (free-running).
 
@@ -265,16 +273,17 @@ def inspect_command(checkpoint, store_dir, ids, split, limit, texts, out_dir, wo
         report = inspect(
             checkpoint, out_dir, store_dir=store_dir, ids=list(ids) or None, split=split, limit=limit,
             texts=list(texts) or None, worst_plotted=worst, batch_size=batch_size,
-            max_decoder_steps=max_decoder_steps, seed=seed, device=device, progress=split is not None,
+            max_decoder_steps=max_decoder_steps, seed=seed, device=device, asr=asr, corpus_dir=corpus_dir,
+            progress=split is not None,
         )
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo("\t".join(REPORT_COLUMNS))
+    click.echo("\t".join(report_columns(report)))
     for row in report:
         click.echo("\t".join(map(str, report_line(row))))
     verdicts = {verdict: sum(row["verdict"] == verdict for row in report) for verdict in VERDICTS}
     click.echo("verdicts: " + ", ".join(f"{verdict} {count}" for verdict, count in verdicts.items() if count))
-    click.echo(f"plots and scores.json in {out_dir}")
+    click.echo(f"plots and scores.json in {out_dir}" + (", listen in report.html" if asr else ""))

@@ -2,7 +2,9 @@
 plot it, and rank a whole split worst first: a health report that names the failing utterances.
 
 For a stored utterance the model runs twice: teacher-forced on the target mels (what training sees)
-and free-running from the text alone (what synthesis does). Free text runs free only.
+and free-running from the text alone (what synthesis does). Free text runs free only. With `asr` each
+free-running line is also vocoded as `taco synth` does, written beside the report and transcribed by
+the recognizer (taco.pipeline.asr), and OUT_DIR/report.html lets a reader listen, worst WER first.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -17,16 +20,22 @@ import torch
 from taco.features.store import FeatureStore
 from taco.features.text import decode, token_labels
 from taco.pipeline.alignment import AlignmentScores, score_alignment, severity
+from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
 from taco.pipeline.batching import collate
+from taco.pipeline.html_report import write_html_report
+from taco.pipeline.intelligibility import vocode_mel
 from taco.pipeline.model import decoder_step_lens
 from taco.pipeline.plots import inspection_figure, save_figure
-from taco.pipeline.synth import SynthConfig, Synthesizer, inference_item
+from taco.pipeline.stored import SelectionError, open_store, select_positions, store_corpus
+from taco.pipeline.synth import SynthConfig, Synthesizer, inference_item, write_wav
 from taco.progress import progress_bar
 
 # Utterances plotted from a `--split` report: the worst few say what is wrong; all would bury them.
 DEFAULT_WORST_PLOTTED = 5
 REPORT_COLUMNS = ("rank", "id", "verdict", "focus_rate", "coverage", "monotonicity", "skipped", "repeated",
                   "frames", "target_frames", "teacher_forced_verdict", "text")
+# Added by `asr`: the free-running line's word error rate and what the recognizer heard.
+ASR_COLUMNS = ("wer", "recognized")
 
 
 class InspectError(Exception):
@@ -47,6 +56,8 @@ def inspect(
     max_decoder_steps: int | None = None,
     seed: int = 0,
     device: str | None = None,
+    asr: bool = False,
+    corpus_dir: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> list[dict]:
     """Scores of each inspected utterance, worst first; also written to OUT_DIR/scores.json with plots.
@@ -54,22 +65,33 @@ def inspect(
     Exactly one of `ids` (stored utterances, needs `store_dir`), `split` ("train" or "val", needs
     `store_dir`; `limit` caps how many) and `texts`. A split also writes OUT_DIR/report.tsv and plots
     only the `worst_plotted` worst utterances; ids and texts are all plotted.
+
+    `asr` adds to each row the free-running line's wav, what the recognizer heard and its word error rate
+    against the corpus text (`corpus_dir`, else the corpus store.json records; when neither is there,
+    against the stored tokens' text), plots every utterance and writes OUT_DIR/report.html.
     """
     if sum(x is not None for x in (ids, split, texts)) != 1:
         raise InspectError("inspect one of: stored ids, a stored split, or texts")
+    # first: a missing pocketsphinx fails before minutes of synthesis
+    recognizer = Recognizer() if asr else None
     synthesizer = Synthesizer(checkpoint_path, device)
     config = SynthConfig(batch_size=batch_size, max_decoder_steps=max_decoder_steps, seed=seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    corpus = {}
     if texts is not None:
-        rows, figures = _inspect_texts(synthesizer, texts, config, progress)
+        rows, figures, mels = _inspect_texts(synthesizer, texts, config, progress)
     else:
-        store = _open_store(store_dir, checkpoint_path, synthesizer)
-        positions = _select(store, ids, split, limit)
-        rows, figures = _inspect_stored(synthesizer, store, positions, config, progress)
+        store = open_store(store_dir, checkpoint_path, synthesizer)
+        positions = select_positions(store, ids, split, limit)
+        rows, figures, mels = _inspect_stored(synthesizer, store, positions, config, progress)
+        if asr:
+            corpus = _corpus_if_there(store, corpus_dir)
     order = sorted(range(len(rows)), key=lambda i: severity(rows[i]["scores"]))
     rows = [rows[i] | {"rank": rank} for rank, i in enumerate(order, start=1)]
-    plotted = order[:worst_plotted] if split is not None else order
+    if asr:
+        _recognize(rows, [mels[i] for i in order], corpus, synthesizer, config, recognizer, out_dir, progress)
+    plotted = order[:worst_plotted] if split is not None and not asr else order
     for rank, i in enumerate(plotted, start=1):
         name = f"{rank:03d}_{_safe(rows[rank - 1]['id'])}.png"
         save_figure(figures[i](), out_dir / name)
@@ -78,39 +100,46 @@ def inspect(
     (out_dir / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
     if split is not None:
         _write_report(out_dir / "report.tsv", report)
+    if asr:
+        write_html_report(out_dir / "report.html", report)
     return report
 
 
-def _open_store(store_dir, checkpoint_path, synthesizer: Synthesizer) -> FeatureStore:
-    if store_dir is None:
-        raise InspectError("stored utterances need --store")
-    store = FeatureStore(store_dir)
-    if store.symbols != synthesizer.symbols or store.feature_config != synthesizer.feature_config:
-        raise InspectError(
-            f"{store.path} was made with other features or symbols than {checkpoint_path} was trained on; "
-            "its mels would mean something else to the model"
-        )
-    return store
+def _corpus_if_there(store: FeatureStore, corpus_dir) -> dict:
+    """The store's corpus lines, or none when the corpus store.json records has gone (a named one must be there)."""
+    try:
+        return store_corpus(store, corpus_dir)
+    except SelectionError:
+        if corpus_dir is not None:
+            raise
+        return {}
 
 
-def _select(store: FeatureStore, ids, split, limit) -> list[int]:
-    if ids is not None:
-        position = {id_: i for i, id_ in enumerate(store.ids)}
-        missing = [id_ for id_ in ids if id_ not in position]
-        if missing:
-            raise InspectError(f"{store.path}: no utterance {', '.join(missing)}")
-        return [position[id_] for id_ in ids]
-    positions = store.split_indices(split).tolist()
-    if not positions:
-        raise InspectError(f"{store.path}: the {split} split is empty")
-    return positions[:limit] if limit else positions
+def _recognize(rows: list[dict], mels, corpus: dict, synthesizer: Synthesizer, config: SynthConfig,
+               recognizer: Recognizer, out_dir: Path, progress: bool) -> None:
+    """Vocode each row's free-running mel, write it to OUT_DIR/NAME.wav (and copy the recording, when there
+    is one, to OUT_DIR/recordings/), and add what the recognizer heard and its word error rate to the row."""
+    sample_rate = synthesizer.feature_config.sample_rate
+    for row, mel in progress_bar(list(zip(rows, mels)), desc="recognize", unit="line", disable=not progress):
+        entry = corpus.get(row["id"])
+        reference = reference_words(entry.text if entry else row["text"], synthesizer.text_config.cleaners)
+        wave = vocode_mel(synthesizer, mel, config)
+        row["audio"] = f"{row['rank']:03d}_{_safe(row['id'])}.wav"
+        write_wav(out_dir / row["audio"], wave, sample_rate)
+        heard = recognizer.transcribe(wave, sample_rate)
+        row |= {"reference": " ".join(reference), "recognized": " ".join(heard),
+                "wer": word_error_rate([reference], [heard])["wer"]}
+        if entry and entry.audio_path.is_file():
+            row["recording"] = f"recordings/{entry.audio_path.name}"
+            (out_dir / "recordings").mkdir(exist_ok=True)
+            shutil.copyfile(entry.audio_path, out_dir / row["recording"])
 
 
 @torch.no_grad()
 def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, config: SynthConfig, progress):
     model, r, device = synthesizer.model, synthesizer.model_config.reduction_factor, synthesizer.device
     torch.manual_seed(config.seed)
-    rows, figures = [], []
+    rows, figures, mels = [], [], []
     batch_starts = range(0, len(positions), config.batch_size)
     for start in progress_bar(batch_starts, desc="inspect", unit="batch", disable=not progress):
         chunk = positions[start : start + config.batch_size]
@@ -139,7 +168,8 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
                 synthesizer.model_config.gate_threshold, labels, f"{store.ids[position]}: {scores.verdict}",
                 forced_alignment, target,
             ))
-    return rows, figures
+            mels.append(free_mel)
+    return rows, figures, mels
 
 
 def _inspect_texts(synthesizer: Synthesizer, texts, config: SynthConfig, progress):
@@ -151,7 +181,7 @@ def _inspect_texts(synthesizer: Synthesizer, texts, config: SynthConfig, progres
         rows.append({"id": f"text{number:03d}", "text": utterance.text, "scores": scores, "frames": len(utterance.mel)})
         figures.append(_figure_maker(utterance.alignment, utterance.mel, utterance.gate,
                                      synthesizer.model_config.gate_threshold, labels, f"text {number}: {scores.verdict}"))
-    return rows, figures
+    return rows, figures, [utterance.mel for utterance in utterances]
 
 
 def _figure_maker(free_alignment, predicted_mel, gate, threshold, labels, title, forced_alignment=None, target_mel=None):
@@ -168,18 +198,25 @@ def _as_json(row: dict) -> dict:
 def _write_report(path: Path, report: list[dict]) -> None:
     with open(path, "w", newline="") as file:
         writer = csv.writer(file, delimiter="\t", lineterminator="\n")
-        writer.writerow(REPORT_COLUMNS)
+        writer.writerow(report_columns(report))
         for row in report:
             writer.writerow(report_line(row))
 
 
+def report_columns(report: list[dict]) -> tuple[str, ...]:
+    """The ranked table's header: REPORT_COLUMNS, then ASR_COLUMNS when the lines were transcribed."""
+    return REPORT_COLUMNS + ASR_COLUMNS if report and "wer" in report[0] else REPORT_COLUMNS
+
+
 def report_line(row: dict) -> list:
-    """One row of the ranked table, in REPORT_COLUMNS order."""
+    """One row of the ranked table, in `report_columns` order."""
     scores = row["scores"]
+    transcribed = [f"{row['wer']:.3f}", row["recognized"]] if "wer" in row else []
     return [
         row["rank"], row["id"], row["verdict"], f"{scores['focus_rate']:.3f}", f"{scores['coverage']:.3f}",
         f"{scores['monotonicity']:.3f}", _spans(scores["skipped_spans"]), _spans(scores["repeated_spans"]),
         row["frames"], row.get("target_frames", ""), row.get("teacher_forced", {}).get("verdict", ""), row["text"],
+        *transcribed,
     ]
 
 

@@ -108,7 +108,7 @@ class Synthesizer:
         tokens, token_lens = pad_tokens([torch.tensor(item.ids, dtype=torch.int64) for item in encoded])
         inference = self.model.infer(tokens.to(self.device), token_lens.to(self.device), config.max_decoder_steps)
         mel_lens = inference.mel_lens.tolist()
-        waves = self._vocode(inference.mels, mel_lens, config) if vocode else [None] * len(texts)
+        waves = self.vocode(inference.mels, mel_lens, config) if vocode else [None] * len(texts)
         utterances = []
         for row, (text, item, wave) in enumerate(zip(texts, encoded, waves)):
             mel, alignment, gate = inference_item(inference, row, len(item.ids), self.model_config.reduction_factor)
@@ -126,7 +126,7 @@ class Synthesizer:
             ))
         return utterances
 
-    def _vocode(self, mels: torch.Tensor, mel_lens: list[int], config: SynthConfig) -> list[np.ndarray]:
+    def vocode(self, mels: torch.Tensor, mel_lens: list[int], config: SynthConfig) -> list[np.ndarray]:
         """(B, T, n_mels) padded mels -> each item's peak-normalized waveform: on a CPU each item alone at
         its own length, on a GPU the padded batch at once, whose padding `griffin_lim_lines` silences."""
         # (B, T, n_mels) -> (B, n_mels, T) -> (B, n_freqs, T)

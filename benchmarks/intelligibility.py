@@ -1,0 +1,46 @@
+"""Can a checkpoint's speech be understood? pocketsphinx's word error rate on a store's validation lines.
+
+    python benchmarks/intelligibility.py CHECKPOINT --store STORE [--corpus DIR] [--limit N] [--device cpu]
+
+Prints a markdown table of the word error rate of the same sentences from four sources (see
+taco.pipeline.intelligibility): the recordings, Griffin-Lim of the stored target mels, the checkpoint's
+teacher-forced postnet mels and its free-running synthesis, all vocoded as `taco synth` does; then the
+mean duration of the free-running lines over the recordings', how many hit the decoder's step limit, and
+the reference words the recognizer cannot know. The recordings' WER is the floor the model can reach.
+Needs pip install -e '.[bench]'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from taco.pipeline.intelligibility import evaluate_intelligibility, format_intelligibility
+
+from report import describe_machine, load_average
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--store", type=Path, required=True, help="the feature store whose validation lines are read")
+    parser.add_argument("--corpus", type=Path, default=None, help="the store's corpus (default: the one store.json records)")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many validation lines")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    result = evaluate_intelligibility(args.checkpoint, args.store, corpus_dir=args.corpus, limit=args.limit,
+                                      device=args.device, progress=True)
+    print(f"{describe_machine()}; torch {torch.__version__}")
+    print(f"{args.checkpoint} on {result['utterances']} validation lines of {args.store} "
+          f"({result['words']} words), Griffin-Lim as taco synth, pocketsphinx\n")
+    print(format_intelligibility(result))
+    print(f"\n{time.perf_counter() - started:.0f} s in all; load average {load_average()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Speech recognition (taco.pipeline.asr), the intelligibility evaluation and `inspect-alignment --asr`."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from taco.cli import main
+from taco.pipeline.asr import reference_words, word_edits, word_error_rate
+
+
+def test_word_edits_count_substitutions_insertions_and_deletions_exactly():
+    reference = "the cat sat on the mat".split()
+    assert word_edits(reference, reference) == 0
+    assert word_edits(reference, "the cat sat on a mat".split()) == 1  # substitution
+    assert word_edits(reference, "the big cat sat on the mat".split()) == 1  # insertion
+    assert word_edits(reference, "the cat on the mat".split()) == 1  # deletion
+    assert word_edits(reference, "a cat sat the mat today".split()) == 3  # one of each
+    assert word_edits(reference, []) == 6 and word_edits([], ["a", "b"]) == 2
+
+
+def test_word_error_rate_is_total_edits_over_total_reference_words():
+    references = ["the cat sat".split(), "hello".split()]
+    hypotheses = ["the cat sat down".split(), "yellow".split()]
+    result = word_error_rate(references, hypotheses)
+    assert (result["edits"], result["words"]) == (2, 4)
+    assert result["wer"] == pytest.approx(0.5)  # not the mean of 1/3 and 1/1
+    assert [row["wer"] for row in result["per_utterance"]] == pytest.approx([1 / 3, 1.0])
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        word_error_rate(references, hypotheses[:1])
+
+
+def test_reference_words_are_the_cleaned_text_without_punctuation():
+    assert reference_words('Mr. Smith paid $5, "didn\'t" he?') == ["mister", "smith", "paid", "five", "dollars",
+                                                                  "didn't", "he"]
+
+
+def flite(tmp_path, text, voice="slt"):
+    if shutil.which("flite") is None:
+        pytest.skip("flite is not installed")
+    path = tmp_path / f"{len(list(tmp_path.iterdir()))}.wav"
+    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True)
+    return soundfile.read(path, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    pytest.importorskip("pocketsphinx")
+    from taco.pipeline.asr import Recognizer
+
+    return Recognizer()
+
+
+def test_the_recognizer_understands_a_flite_sentence_at_any_rate(recognizer, tmp_path):
+    import soxr
+
+    wave, rate = flite(tmp_path, "The quick brown fox jumps over the lazy dog.")
+    assert recognizer.transcribe(wave, rate) == "the quick brown fox jumps over the lazy dog".split()
+    # at the corpus rate it is resampled back to the recognizer's 16 kHz
+    assert recognizer.transcribe(soxr.resample(wave, rate, 22050), 22050)[:3] == ["the", "quick", "brown"]
+
+
+def test_a_transcript_does_not_depend_on_the_utterance_before_it(recognizer, tmp_path):
+    from taco.pipeline.asr import Recognizer
+
+    first = flite(tmp_path, "Each version of the License is given a distinguishing version number.", voice="kal16")
+    second = flite(tmp_path, "She sells sea shells by the sea shore.")
+    alone = Recognizer().transcribe(*second)
+    recognizer.transcribe(*first)
+    assert recognizer.transcribe(*second) == alone
+
+
+def test_out_of_vocabulary_lists_the_words_the_dictionary_lacks(recognizer):
+    assert recognizer.out_of_vocabulary([["the", "zzyzxq"], ["dog", "zzyzxq", "qwxvbn"]]) == ["qwxvbn", "zzyzxq"]
+
+
+def test_the_evaluation_scores_all_four_sources_of_the_validation_lines(recognizer, micro_checkpoint, small_store):
+    from taco.pipeline.intelligibility import SOURCES, evaluate_intelligibility, format_intelligibility
+
+    result = evaluate_intelligibility(micro_checkpoint, small_store, device="cpu", recognizer=recognizer)
+    assert result["utterances"] == 2 and set(result["wer"]) == set(SOURCES)
+    # the barely trained model says nothing the recognizer understands; the espeak-ng recordings it
+    # understands in part (pocketsphinx's WER on them is about 0.6)
+    assert result["wer"]["recordings"] < 0.9 <= result["wer"]["free_running"]
+    assert result["hit_step_limit"] <= 2 and result["duration_ratio"] > 0
+    for row in result["rows"]:
+        assert row["reference"] and all(f"{source}_wer" in row for source in SOURCES)
+    assert "| recordings |" in format_intelligibility(result)
+
+
+def test_inspect_asr_adds_words_and_wer_and_writes_a_listenable_report(recognizer, micro_checkpoint, small_store,
+                                                                       tmp_path):
+    out = tmp_path / "alignment"
+    args = ["inspect-alignment", str(micro_checkpoint), "--store", str(small_store), "--split", "val", "--asr",
+            "--device", "cpu", "-o", str(out)]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    header = (out / "report.tsv").read_text().splitlines()[0].split("\t")
+    assert header[-2:] == ["wer", "recognized"]
+    scores = json.loads((out / "scores.json").read_text())
+    assert len(scores) == 2
+    page = (out / "report.html").read_text()
+    for row in scores:
+        assert 0 <= row["wer"] and row["reference"]
+        assert (out / row["audio"]).is_file() and (out / row["recording"]).is_file() and (out / row["plot"]).is_file()
+        assert f'src="{row["audio"]}"' in page and f'src="{row["recording"]}"' in page
+    # worst WER first
+    wers = [row["wer"] for row in scores]
+    assert page.index(scores[wers.index(max(wers))]["id"]) <= page.index(scores[wers.index(min(wers))]["id"])
+
+
+def test_inspect_asr_without_pocketsphinx_is_one_line(micro_checkpoint, small_store, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # import pocketsphinx now raises ImportError
+    args = ["inspect-alignment", str(micro_checkpoint), "--store", str(small_store), "--split", "val", "--asr",
+            "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: speech recognition needs pocketsphinx: pip install -e '.[bench]'"
