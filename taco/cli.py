@@ -18,7 +18,7 @@ from taco.features.summary import format_summary, summarize
 from taco.features.text import CLEANERS, FRONT_END_TABLES, TextConfig
 from taco.pipeline.alignment import VERDICTS
 from taco.pipeline.checkpoint import CheckpointError
-from taco.pipeline.asr import RecognizerError
+from taco.pipeline.asr import RecognizerError, word_error_rate
 from taco.pipeline.inspect import InspectError, inspect, report_columns, report_line
 from taco.pipeline.presets import TRAINING_PRESETS, load_config
 from taco.pipeline.stored import SelectionError
@@ -286,4 +286,7 @@ def inspect_command(checkpoint, store_dir, ids, split, limit, texts, out_dir, wo
         click.echo("\t".join(map(str, report_line(row))))
     verdicts = {verdict: sum(row["verdict"] == verdict for row in report) for verdict in VERDICTS}
     click.echo("verdicts: " + ", ".join(f"{verdict} {count}" for verdict, count in verdicts.items() if count))
+    if asr:
+        heard = word_error_rate([row["reference"].split() for row in report], [row["recognized"].split() for row in report])
+        click.echo(f"word error rate of the synthesized lines (pocketsphinx): {heard['wer']:.1%} of {heard['words']} words")
     click.echo(f"plots and scores.json in {out_dir}" + (", listen in report.html" if asr else ""))

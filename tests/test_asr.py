@@ -110,6 +110,10 @@ def test_inspect_asr_adds_words_and_wer_and_writes_a_listenable_report(recognize
     # worst WER first
     wers = [row["wer"] for row in scores]
     assert page.index(scores[wers.index(max(wers))]["id"]) <= page.index(scores[wers.index(min(wers))]["id"])
+    # the split's word error rate, over all its words
+    edits = sum(word_edits(row["reference"].split(), row["recognized"].split()) for row in scores)
+    words = sum(len(row["reference"].split()) for row in scores)
+    assert f"word error rate of the synthesized lines (pocketsphinx): {edits / words:.1%} of {words} words" in result.output
 
 
 def test_inspect_asr_without_pocketsphinx_is_one_line(micro_checkpoint, small_store, tmp_path, monkeypatch):
