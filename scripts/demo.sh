@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The whole journey on the bundled corpus: preprocess, a short `tiny` training run on the CPU,
-# one sentence to a wav, and the alignment health report of the validation split.
-# Usage: bash scripts/demo.sh [OUT_DIR] [TRAIN_STEPS]   (3-5 minutes on 2 cores, 11 on a slower VM)
+# The whole journey on the bundled corpus: preprocess (phonemes), a short `tiny` training run on the
+# CPU, one sentence to a wav, and the health report of the validation split: alignment scores and, when
+# the recognizer is installed (pip install -e ".[bench]"), what it understood of each synthesized line.
+# Usage: bash scripts/demo.sh [OUT_DIR] [TRAIN_STEPS]   (about DEMO_MINUTES minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-demo}
-steps=${2:-300}
+steps=${2:-DEMO_STEPS}
 
-taco preprocess corpus/ljspeech_flite "$out/store" --quiet
+# 10 held-out lines: enough to hear what the model can and cannot say, few enough to score quickly
+taco preprocess corpus/ljspeech_flite "$out/store" --text phonemes --val-count 10 --quiet
 if ls "$out"/run/checkpoints/step_*.pt > /dev/null 2>&1; then
   taco train "$out/store" "$out/run" --resume --max-steps "$steps" --device cpu   # a second run goes on
 else
@@ -15,8 +17,13 @@ else
 fi
 checkpoint=$(ls "$out"/run/checkpoints/step_*.pt | tail -n 1)
 taco synth "$checkpoint" "Printing, in the only sense with which we are at present concerned." -o "$out/hello.wav"
-taco inspect-alignment "$checkpoint" --store "$out/store" --split val -o "$out/alignment"
+if python -c "import pocketsphinx" 2> /dev/null; then
+  taco inspect-alignment "$checkpoint" --store "$out/store" --split val --asr -o "$out/report"
+else
+  echo "(pip install -e '.[bench]' to hear what a recognizer understands of each line)"
+  taco inspect-alignment "$checkpoint" --store "$out/store" --split val -o "$out/report"
+fi
 
 echo
 echo "files written:"
-find "$out" -type f -not -path "*/store/shards/*" | sort
+find "$out" -type f -not -path "*/store/shards/*" -not -path "*/report/*.wav" -not -path "*/recordings/*" | sort

@@ -121,9 +121,12 @@ PRESETS: dict[str, ModelConfig] = {
     # inference. r=3 cuts the decoder steps to a third (the cost on a CPU is the sequential loop) and
     # makes each step move further along the text, which Tacotron 1 reports speeds up alignment; on the
     # bundled corpus it reached a focus rate of 0.44 in 12 minutes where r=2 stayed at 0.41 after 21
-    # (benchmarks/alignment.py, with guided attention sigma 0.2; the tiny training preset's 0.1 does better).
+    # (benchmarks/alignment.py, with guided attention sigma 0.2). Forward attention: on the flite corpus with
+    # phonemes, at 250 steps 12 of 15 free-running lines hit the step limit where location-sensitive
+    # attention left all 15 running (word error rates alike, above 100%), and it can neither skip nor repeat.
     "tiny": ModelConfig(
         reduction_factor=3,
+        attention="forward",
         embedding_dim=128,
         encoder_conv_channels=128,
         encoder_lstm_dim=64,
