@@ -182,8 +182,11 @@ def train(
                 else:
                     nonfinite_in_a_row = 0
                     last_terms = terms
+                    # refresh=False: the bar shows the new values at its next redraw; a forced redraw per step
+                    # would write every step into a log file or pipe (progress_bar's mininterval)
                     bar.set_postfix(loss=f"{terms.total.item():.4f}",
-                                    steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}")
+                                    steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}",
+                                    refresh=False)
                     if writer is not None and state.step % train_config.log_every == 0:
                         writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
                                        grad_norm=grad_norm.item())
