@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from taco.features.preprocess import preprocess
+from taco.features.text import FRONT_END_TABLES, TextConfig
 from taco.pipeline.asr import Recognizer
 from taco.pipeline.inspect import inspect
 from taco.pipeline.intelligibility import SOURCES, evaluate_intelligibility
@@ -62,12 +63,15 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100, help="steps between evaluations")
     parser.add_argument("--config", default="tiny", help="preset or JSON config file")
     parser.add_argument("--corpus", type=Path, default=BUNDLED_CORPUS, help="corpus in LJSpeech layout")
+    parser.add_argument("--text", choices=sorted(FRONT_END_TABLES), default="phonemes",
+                        help="text front end of the store (phonemes, as the README's intelligibility table)")
+    parser.add_argument("--val-count", type=int, default=15, help="validation lines, scored at each evaluation")
     parser.add_argument("--out", type=Path, default=Path("benchmark-alignment"), help="store, run and plots go here")
     args = parser.parse_args()
 
     store, run = args.out / "store", args.out / "run"
     recognizer = Recognizer()  # first: without pocketsphinx the benchmark stops before training
-    preprocess(args.corpus, store, progress=False)
+    preprocess(args.corpus, store, text=TextConfig(front_end=args.text), val_count=args.val_count, progress=False)
     model_config, train_config = load_config(args.config)
     print(f"{describe_machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"config {args.config}: reduction factor {model_config.reduction_factor}, batch_frames "
