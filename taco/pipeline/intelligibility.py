@@ -15,13 +15,13 @@ import os
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from taco.features.audio import load_audio
 from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
 from taco.pipeline.batching import collate
 from taco.pipeline.stored import SelectionError, open_store, select_positions, store_corpus
 from taco.pipeline.synth import SynthConfig, Synthesizer
+from taco.progress import progress_bar
 
 SOURCES = ("recordings", "target_griffin_lim", "teacher_forced", "free_running")
 
@@ -81,7 +81,7 @@ def evaluate_intelligibility(
             result["duration_ratio"] = float(np.mean([len(u.mel) / len(mel) for u, (_, mel) in zip(utterances, items)]))
             result["hit_step_limit"] = sum(utterance.hit_step_limit for utterance in utterances)
         heard = [recognizer.transcribe(wave, sample_rate)
-                 for wave in tqdm(waves, desc=f"recognize {source}", unit="line", disable=not progress)]
+                 for wave in progress_bar(waves, desc=f"recognize {source}", unit="line", disable=not progress)]
         scores = word_error_rate(references, heard)
         result["wer"][source], result["edits"][source] = scores["wer"], scores["edits"]
         for row, words, line in zip(rows, heard, scores["per_utterance"]):
