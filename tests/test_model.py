@@ -65,15 +65,19 @@ def stop_after_one_step_per_token(model: Tacotron2) -> None:
     """Replace the decoder's gate with a rule that depends only on the item itself: stop after as many
     steps as the item has tokens. The steps taken so far are the sum of the cumulative attention weights
     (each step's weights sum to 1), and the token count is the sum of the memory mask."""
-    real_step = model.decoder.step
+    real_step, real_project = model.decoder.step, model.decoder.project
+    last = {}
 
-    def step(frame, state, memory, processed_memory, memory_mask):
-        frames, _, state = real_step(frame, state, memory, processed_memory, memory_mask)
-        steps_taken = state.attention_weights_cum.sum(-1)  # (B,)
-        gate_logit = torch.where(steps_taken > memory_mask.sum(-1) - 0.5, 10.0, -10.0)
-        return frames, gate_logit, state
+    def step(prenet_output, state, memory):
+        output, state = real_step(prenet_output, state, memory)
+        last["steps_taken"], last["n_tokens"] = state.attention_weights_cum.sum(-1), memory.mask.sum(-1)
+        return output, state
 
-    model.decoder.step = step
+    def project(outputs):
+        frames, _ = real_project(outputs)
+        return frames, torch.where(last["steps_taken"] > last["n_tokens"] - 0.5, 10.0, -10.0)
+
+    model.decoder.step, model.decoder.project = step, project
 
 
 # ----------------------------------------------------------------------------- forward
@@ -165,17 +169,73 @@ def test_decoder_state_is_explicit_so_a_step_can_be_replayed():
     model = make_model(config).eval()
     tokens, token_lens, _, _ = make_batch(config, [5, 3], [4, 4])
     memory = model.encoder(tokens, token_lens)
-    mask = mask_from_lens(token_lens, tokens.shape[1])
-    processed = model.decoder.attention.process_memory(memory)
+    attention_memory = model.decoder.attention.prepare(memory, mask_from_lens(token_lens, tokens.shape[1]))
     state = model.decoder.initial_state(memory)
     assert isinstance(state, DecoderState)
-    frame = torch.randn(2, config.n_mels)
-    first = model.decoder.step(frame, state, memory, processed, mask)
-    again = model.decoder.step(frame, state, memory, processed, mask)
-    assert first[0].shape == (2, config.reduction_factor, config.n_mels)
-    assert first[1].shape == (2,)
+    prenet_output = model.decoder.prenet(torch.randn(2, config.n_mels))
+    first = model.decoder.step(prenet_output, state, attention_memory)
+    again = model.decoder.step(prenet_output, state, attention_memory)
+    frames, gate_logits = model.decoder.project(first[0])
+    assert frames.shape == (2, config.reduction_factor, config.n_mels)
+    assert gate_logits.shape == (2,)
     torch.testing.assert_close(first[0], again[0])
     assert not any(isinstance(value, torch.Tensor) for value in vars(model.decoder).values())
+
+
+@pytest.mark.parametrize("attention", ["location", "forward"])
+@pytest.mark.parametrize("r", [1, 3])
+def test_teacher_forcing_equals_stepping_the_decoder_one_step_at_a_time(r, attention):
+    """forward() runs the prenet and the projections once over all steps, outside the loop; that must be
+    the same computation as feeding each step the previous step's last target frame."""
+    config = small(reduction_factor=r, attention=attention, **NO_DROPOUT)
+    model = make_model(config).eval()
+    tokens, token_lens, mels, mel_lens = make_batch(config, [6, 4], [9, 9])
+    memory_mask = mask_from_lens(token_lens, tokens.shape[1])
+    memory = model.encoder(tokens, token_lens)
+    frames, gate_logits, alignments = model.decoder(memory, memory_mask, mels)
+
+    decoder = model.decoder
+    state, attention_memory = decoder.initial_state(memory), decoder.attention.prepare(memory, memory_mask)
+    frame = torch.zeros(2, config.n_mels)
+    for k in range(mels.shape[1] // r):
+        output, state = decoder.step(decoder.prenet(frame), state, attention_memory)
+        step_frames, gate_logit = decoder.project(output)
+        torch.testing.assert_close(frames[:, k * r : (k + 1) * r], step_frames)
+        torch.testing.assert_close(gate_logits[:, k], gate_logit)
+        torch.testing.assert_close(alignments[:, k], state.attention_weights)
+        frame = mels[:, (k + 1) * r - 1]
+
+
+def test_location_features_equal_the_papers_convolution_then_dense_layer():
+    config = small()
+    attention = make_model(config).decoder.attention
+    B, T_text = 2, 7
+    previous, cumulative = torch.rand(B, T_text), torch.rand(B, T_text)
+    memory = attention.prepare(torch.randn(B, T_text, config.encoder_dim), torch.ones(B, T_text, dtype=torch.bool))
+    kernel = config.location_kernel_size
+    # (B, 2, T_text) -> conv -> (B, filters, T_text) -> (B, T_text, filters) -> dense -> (B, T_text, attention_dim)
+    convolved = F.conv1d(torch.stack([previous, cumulative], dim=1), attention.location_conv.weight, padding=kernel // 2)
+    expected = attention.location_dense(convolved.transpose(1, 2))
+    windows = F.pad(torch.stack([previous, cumulative], dim=1), (kernel // 2, kernel // 2)).unfold(2, kernel, 1)
+    torch.testing.assert_close(windows.transpose(1, 2).flatten(2) @ memory.location_matrix, expected)
+
+
+def test_a_decoder_step_under_autocast_keeps_its_recurrence_and_attention_in_float32():
+    """On CUDA, autocast would run LSTMCell and the attention's linear layers in bf16 for hundreds of
+    sequential steps; the step turns it off for itself. On the CPU the linear layers are on autocast's list."""
+    config = small()
+    model = make_model(config).eval()
+    tokens, token_lens, mels, mel_lens = make_batch(config, [5, 3], [6, 6])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        memory = model.encoder(tokens, token_lens)
+        decoder = model.decoder
+        attention_memory = decoder.attention.prepare(memory, mask_from_lens(token_lens, tokens.shape[1]))
+        prenet_output = decoder.prenet(mels[:, 0])
+        assert prenet_output.dtype == torch.bfloat16  # the prenet keeps the low precision
+        output, state = decoder.step(prenet_output, decoder.initial_state(memory), attention_memory)
+        assert output.dtype == torch.float32
+        assert all(tensor.dtype == torch.float32 for tensor in state)
+        assert model(tokens, token_lens, mels, mel_lens).alignments.dtype == torch.float32
 
 
 # ----------------------------------------------------------------------------- inference

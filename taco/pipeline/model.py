@@ -11,12 +11,17 @@ to step, never attributes on `self`. Padding is kept out everywhere it could lea
 positions (masked convolutions, packed LSTM, masked attention), so an utterance's output does not
 depend on what else shares its batch.
 
+The decoder step is the recurrence alone (both LSTMs and the attention), in float32 even under
+autocast; whatever does not feed the recurrence (the prenet over teacher-forced frames, the frame and
+gate projections) runs once over all steps outside the loop, as in NVIDIA/tacotron2.
+
 Sizes come from the Tacotron2 paper (Shen et al. 2018, "Natural TTS Synthesis by Conditioning
 WaveNet on Mel Spectrogram Predictions") and NVIDIA/tacotron2's hparams.py.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -177,6 +182,16 @@ class DecoderState(NamedTuple):
     attention_context: Tensor  # (B, encoder_dim) attention-weighted sum of the memory
 
 
+class AttentionMemory(NamedTuple):
+    """The encoder's output as every decoder step reads it (LocationSensitiveAttention.prepare)."""
+
+    values: Tensor  # (B, T_text, encoder_dim) the memory itself, float32
+    processed: Tensor  # (B, T_text, attention_dim) its projection for the energies
+    mask: Tensor  # (B, T_text) bool, True at tokens
+    energy_bias: Tensor  # (B, T_text) 0 at tokens, -inf at padding
+    location_matrix: Tensor  # (2 * location_kernel_size, attention_dim) the location layers as one matrix
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -281,35 +296,42 @@ class LocationSensitiveAttention(nn.Module):
         self.location_dense = _xavier(nn.Linear(config.location_filters, config.attention_dim, bias=False), "tanh")
         self.v = _xavier(nn.Linear(config.attention_dim, 1, bias=False))
 
-    def process_memory(self, memory: Tensor) -> Tensor:
-        """V h_j, computed once per utterance: (B, T_text, encoder_dim) -> (B, T_text, attention_dim)."""
-        return self.memory_layer(memory)
+    def prepare(self, memory: Tensor, memory_mask: Tensor) -> AttentionMemory:
+        """What every decoder step reads and none changes, computed once per batch, in float32 (see
+        Decoder.step): memory (B, T_text, encoder_dim), memory_mask (B, T_text) True at tokens."""
+        with torch.autocast(memory.device.type, enabled=False):
+            memory = memory.float()
+            # location_dense(location_conv(x)) is linear in x and neither has a bias, so the pair is one
+            # matrix on each position's window of the two alignment rows: a product per step, not a
+            # convolution and a product. (F, 2, k) -> (F, 2k); (A, F) @ (F, 2k) -> (A, 2k) -> (2k, A)
+            location_matrix = (self.location_dense.weight @ self.location_conv.weight.flatten(1)).t()
+            return AttentionMemory(
+                values=memory,
+                processed=self.memory_layer(memory),  # V h_j: (B, T_text, attention_dim)
+                mask=memory_mask,
+                # added to the energies: 0 at tokens, -inf at padding, so padding gets weight exactly 0
+                energy_bias=memory.new_zeros(memory_mask.shape).masked_fill(~memory_mask, float("-inf")),
+                location_matrix=location_matrix,
+            )
 
     def forward(
-        self,
-        query: Tensor,
-        memory: Tensor,
-        processed_memory: Tensor,
-        previous_weights: Tensor,
-        cumulative_weights: Tensor,
-        memory_mask: Tensor,
+        self, query: Tensor, memory: AttentionMemory, previous_weights: Tensor, cumulative_weights: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """query (B, attention_rnn_dim); memory (B, T_text, encoder_dim); processed_memory
-        (B, T_text, attention_dim); both weights (B, T_text); memory_mask (B, T_text) True at tokens
-        -> context (B, encoder_dim), weights (B, T_text)."""
-        # 2 x (B, T_text) -> (B, 2, T_text)
-        location = torch.stack([previous_weights, cumulative_weights], dim=1)
-        location = self.location_conv(location)  # (B, 2, T_text) -> (B, location_filters, T_text)
-        location = self.location_dense(location.transpose(1, 2))  # -> (B, T_text, attention_dim)
+        """query (B, attention_rnn_dim); both weights (B, T_text) -> context (B, encoder_dim), weights (B, T_text)."""
+        kernel = self.location_conv.kernel_size[0]
+        # 2 x (B, T_text) -> (B, 2, T_text), zero-padded as the convolution would be
+        location = F.pad(torch.stack([previous_weights, cumulative_weights], dim=1), (kernel // 2, kernel // 2))
+        # each position's window: (B, 2, T_text, kernel) -> (B, T_text, 2, kernel) -> (B, T_text, 2 * kernel)
+        windows = location.unfold(2, kernel, 1).transpose(1, 2).flatten(2)
+        location = windows @ memory.location_matrix  # -> (B, T_text, attention_dim)
         processed_query = self.query_layer(query).unsqueeze(1)  # (B, attention_rnn_dim) -> (B, 1, attention_dim)
         # (B, 1, A) + (B, T_text, A) + (B, T_text, A) -> (B, T_text, A) -> (B, T_text, 1) -> (B, T_text)
-        energies = self.v(torch.tanh(processed_query + location + processed_memory)).squeeze(-1)
-        energies = energies.masked_fill(~memory_mask, float("-inf"))
-        weights = torch.softmax(energies, dim=1)  # (B, T_text); exp(-inf) = 0 at padding
+        energies = self.v(torch.tanh(processed_query + location + memory.processed)).squeeze(-1)
+        weights = torch.softmax(energies + memory.energy_bias, dim=1)  # (B, T_text); exp(-inf) = 0 at padding
         if self.forward_attention:
-            weights = _forward_attention(weights, previous_weights, memory_mask)
+            weights = _forward_attention(weights, previous_weights, memory.mask)
         # (B, 1, T_text) @ (B, T_text, encoder_dim) -> (B, 1, encoder_dim) -> (B, encoder_dim)
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
+        context = torch.bmm(weights.unsqueeze(1), memory.values).squeeze(1)
         return context, weights
 
 
@@ -368,20 +390,21 @@ class Decoder(nn.Module):
         self.gate_layer = _xavier(nn.Linear(config.decoder_rnn_dim + memory_dim, 1), "sigmoid")
 
     def initial_state(self, memory: Tensor) -> DecoderState:
-        """All zeros but forward attention's first alignment, on the device and dtype of memory
-        (B, T_text, encoder_dim)."""
+        """All zeros but forward attention's first alignment, in float32 (see step) on the device of
+        memory (B, T_text, encoder_dim)."""
         B, T_text, memory_dim = memory.shape
-        attention_weights = memory.new_zeros(B, T_text)
+        zeros = functools.partial(torch.zeros, dtype=torch.float32, device=memory.device)
+        attention_weights = zeros(B, T_text)
         if self.forward_attention:
             attention_weights[:, 0] = 1.0  # forward attention starts on the first token and moves on from there
         return DecoderState(
-            attention_hidden=memory.new_zeros(B, self.attention_rnn_dim),
-            attention_cell=memory.new_zeros(B, self.attention_rnn_dim),
-            decoder_hidden=memory.new_zeros(B, self.decoder_rnn_dim),
-            decoder_cell=memory.new_zeros(B, self.decoder_rnn_dim),
+            attention_hidden=zeros(B, self.attention_rnn_dim),
+            attention_cell=zeros(B, self.attention_rnn_dim),
+            decoder_hidden=zeros(B, self.decoder_rnn_dim),
+            decoder_cell=zeros(B, self.decoder_rnn_dim),
             attention_weights=attention_weights,
-            attention_weights_cum=memory.new_zeros(B, T_text),
-            attention_context=memory.new_zeros(B, memory_dim),
+            attention_weights_cum=zeros(B, T_text),
+            attention_context=zeros(B, memory_dim),
         )
 
     def _recur(self, cell: nn.LSTMCell, x: Tensor, hidden: Tensor, cell_state: Tensor, dropout: float):
@@ -394,28 +417,26 @@ class Decoder(nn.Module):
             )
         return F.dropout(new_hidden, dropout, self.training), new_cell_state
 
-    def step(
-        self, frame: Tensor, state: DecoderState, memory: Tensor, processed_memory: Tensor, memory_mask: Tensor
-    ) -> tuple[Tensor, Tensor, DecoderState]:
-        """frame (B, n_mels): the previous frame (zeros at the first step)
-        -> frames (B, r, n_mels), gate_logit (B,), the next state."""
-        B = frame.shape[0]
-        x = self.prenet(frame)  # (B, n_mels) -> (B, prenet_dims[-1])
-        x = torch.cat([x, state.attention_context], dim=-1)  # -> (B, prenet_dims[-1] + encoder_dim)
-        attention_hidden, attention_cell = self._recur(
-            self.attention_rnn, x, state.attention_hidden, state.attention_cell, self.attention_dropout
-        )
-        context, weights = self.attention(
-            attention_hidden, memory, processed_memory,
-            state.attention_weights, state.attention_weights_cum, memory_mask,
-        )
-        x = torch.cat([attention_hidden, context], dim=-1)  # -> (B, attention_rnn_dim + encoder_dim)
-        decoder_hidden, decoder_cell = self._recur(
-            self.decoder_rnn, x, state.decoder_hidden, state.decoder_cell, self.decoder_dropout
-        )
-        x = torch.cat([decoder_hidden, context], dim=-1)  # -> (B, decoder_rnn_dim + encoder_dim)
-        frames = self.frame_projection(x).view(B, self.r, self.n_mels)  # (B, r * n_mels) -> (B, r, n_mels)
-        gate_logit = self.gate_layer(x).squeeze(-1)  # (B, 1) -> (B,)
+    def step(self, prenet_output: Tensor, state: DecoderState, memory: AttentionMemory) -> tuple[Tensor, DecoderState]:
+        """prenet_output (B, prenet_dims[-1]): the prenet of the previous frame -> the decoder output
+        (B, decoder_rnn_dim + encoder_dim) that project() turns into frames, and the next state.
+
+        The step runs in float32 even under autocast: its state goes through hundreds of sequential
+        steps, and bf16 (8-bit mantissa) h, c and attention energies drift and blur the alignment.
+        The prenet, the projections and the postnet, outside the loop, keep the low precision."""
+        with torch.autocast(prenet_output.device.type, enabled=False):
+            x = torch.cat([prenet_output.float(), state.attention_context], dim=-1)  # (B, prenet + encoder_dim)
+            attention_hidden, attention_cell = self._recur(
+                self.attention_rnn, x, state.attention_hidden, state.attention_cell, self.attention_dropout
+            )
+            context, weights = self.attention(
+                attention_hidden, memory, state.attention_weights, state.attention_weights_cum
+            )
+            x = torch.cat([attention_hidden, context], dim=-1)  # -> (B, attention_rnn_dim + encoder_dim)
+            decoder_hidden, decoder_cell = self._recur(
+                self.decoder_rnn, x, state.decoder_hidden, state.decoder_cell, self.decoder_dropout
+            )
+            output = torch.cat([decoder_hidden, context], dim=-1)  # -> (B, decoder_rnn_dim + encoder_dim)
         state = DecoderState(
             attention_hidden=attention_hidden,
             attention_cell=attention_cell,
@@ -425,10 +446,17 @@ class Decoder(nn.Module):
             attention_weights_cum=state.attention_weights_cum + weights,
             attention_context=context,
         )
-        return frames, gate_logit, state
+        return output, state
+
+    def project(self, outputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Decoder outputs (..., decoder_rnn_dim + encoder_dim) -> frames (..., r, n_mels), gate logits (...)."""
+        frames = self.frame_projection(outputs).unflatten(-1, (self.r, self.n_mels))
+        return frames, self.gate_layer(outputs).squeeze(-1)
 
     def forward(self, memory: Tensor, memory_mask: Tensor, mels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Teacher forcing: step k reads the last frame of step k-1's r target frames (zeros at k = 0).
+        Everything that does not feed the recurrence runs once over all steps, outside the loop: the
+        prenet over the known input frames, and the frame and gate projections over the stacked outputs.
 
         memory (B, T_text, encoder_dim), memory_mask (B, T_text), mels (B, T_mel, n_mels) with T_mel = T_dec * r
         -> frames (B, T_mel, n_mels), gate_logits (B, T_dec), alignments (B, T_dec, T_text).
@@ -438,22 +466,20 @@ class Decoder(nn.Module):
         # the last frame of each step: (B, T_mel, n_mels) -> (B, T_dec, n_mels)
         last_frames = mels[:, self.r - 1 :: self.r]
         go_frame = mels.new_zeros(B, 1, n_mels)
-        # shift by one step: (B, 1, n_mels) + (B, T_dec - 1, n_mels) -> (B, T_dec, n_mels)
-        inputs = torch.cat([go_frame, last_frames[:, :-1]], dim=1)
+        # shift by one step: (B, 1, n_mels) + (B, T_dec - 1, n_mels) -> (B, T_dec, n_mels) -> (B, T_dec, prenet)
+        prenet_outputs = self.prenet(torch.cat([go_frame, last_frames[:, :-1]], dim=1))
 
         state = self.initial_state(memory)
-        processed_memory = self.attention.process_memory(memory)
-        frames, gate_logits, alignments = [], [], []
+        attention_memory = self.attention.prepare(memory, memory_mask)
+        outputs, alignments = [], []
         for k in range(T_dec):
-            step_frames, gate_logit, state = self.step(inputs[:, k], state, memory, processed_memory, memory_mask)
-            frames.append(step_frames)
-            gate_logits.append(gate_logit)
+            output, state = self.step(prenet_outputs[:, k], state, attention_memory)
+            outputs.append(output)
             alignments.append(state.attention_weights)
-        # T_dec x (B, r, n_mels) -> (B, T_dec, r, n_mels) -> (B, T_mel, n_mels)
-        frames = torch.stack(frames, dim=1).reshape(B, T_mel, n_mels)
-        gate_logits = torch.stack(gate_logits, dim=1)  # T_dec x (B,) -> (B, T_dec)
+        # T_dec x (B, D) -> (B, T_dec, D) -> (B, T_dec, r, n_mels) -> (B, T_mel, n_mels)
+        frames, gate_logits = self.project(torch.stack(outputs, dim=1))
         alignments = torch.stack(alignments, dim=1)  # T_dec x (B, T_text) -> (B, T_dec, T_text)
-        return frames, gate_logits, alignments
+        return frames.reshape(B, T_mel, n_mels), gate_logits, alignments
 
     def infer(
         self, memory: Tensor, memory_mask: Tensor, max_steps: int, gate_threshold: float
@@ -466,13 +492,14 @@ class Decoder(nn.Module):
         """
         B = memory.shape[0]
         state = self.initial_state(memory)
-        processed_memory = self.attention.process_memory(memory)
+        attention_memory = self.attention.prepare(memory, memory_mask)
         frame = memory.new_zeros(B, self.n_mels)  # the go frame
         finished = torch.zeros(B, dtype=torch.bool, device=memory.device)
         step_lens = torch.zeros(B, dtype=torch.long, device=memory.device)
         frames, alignments, gate_logits = [], [], []
         for k in range(max_steps):
-            step_frames, gate_logit, state = self.step(frame, state, memory, processed_memory, memory_mask)
+            output, state = self.step(self.prenet(frame), state, attention_memory)
+            step_frames, gate_logit = self.project(output)  # (B, r, n_mels), (B,)
             frames.append(step_frames)
             alignments.append(state.attention_weights)
             gate_logits.append(gate_logit)
