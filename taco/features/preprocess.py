@@ -21,6 +21,7 @@ import soundfile
 import soxr
 import torch
 
+from taco.errors import one_line
 from taco.features.audio import AudioError, load_audio, trim_silence
 from taco.features.corpus import Entry, read_metadata, random_split
 from taco.features.mel import FeatureConfig, mel_spectrogram
@@ -51,6 +52,12 @@ from taco.progress import progress_bar
 DEFAULT_SHARD_SIZE = 64
 # Longest clip kept: LJSpeech's longest is 10.1 s; much longer clips blow up a batch's padded frames.
 DEFAULT_MAX_SECONDS = 20.0
+
+
+# With --trim-db a clip may outlast max_seconds before trimming and not after, so its header refuses it only
+# beyond this many times max_seconds, where it would have to be mostly silence to be kept; the clips in
+# between are decoded and measured once trimmed.
+TRIMMABLE_FACTOR = 2
 
 
 class UnusableText(Exception):
@@ -241,8 +248,8 @@ def process_shard(
     for entry in task.entries:
         try:
             utterance, encoded = process_utterance(entry, features, text, max_seconds)
-        except (AudioError, UnusableText) as error:
-            failures.append((entry.id, str(error)))
+        except Exception as error:  # anything one utterance raises is its failure, never the whole run's
+            failures.append((entry.id, failure_reason(error)))
             continue
         utterances.append(utterance)
         dropped.update(encoded.dropped)
@@ -271,15 +278,26 @@ def process_utterance(
         raise UnusableText("empty text")
     if not any(char.isalpha() for char in decode(encoded.ids, text.symbols_version)):
         raise UnusableText("no letters in text")
-    samples = load_audio(entry.audio_path, features.sample_rate)
-    if features.trim_db is not None:
+    if features.trim_db is None:
+        samples = load_audio(entry.audio_path, features.sample_rate, max_seconds)
+    else:
+        samples = load_audio(entry.audio_path, features.sample_rate, TRIMMABLE_FACTOR * max_seconds)
         samples = trim_silence(samples, features.trim_db)
-    seconds = len(samples) / features.sample_rate
-    if seconds > max_seconds:
-        raise AudioError(f"too long: {seconds:.1f} s > max_seconds {max_seconds:g}")
+        if len(samples) > max_seconds * features.sample_rate:
+            raise AudioError(f"too long after trimming: {len(samples) / features.sample_rate:.1f} s > {max_seconds:g} s")
+    if len(samples) <= features.n_fft // 2:
+        # the centred STFT pads each end with a reflection of its first and last n_fft // 2 samples
+        raise AudioError(f"too short: {len(samples) / features.sample_rate:.3f} s")
     # (n_mels, frames) -> (frames, n_mels): the store keeps frames as rows so one utterance is one slice
     mel = mel_spectrogram(torch.from_numpy(samples), features).T.contiguous().numpy()
     return Utterance(entry.id, np.asarray(encoded.ids, dtype=np.int64), mel), encoded
+
+
+def failure_reason(error: Exception) -> str:
+    """The reason an utterance is skipped: a foreseen failure's own words, else the error's type and first line."""
+    if isinstance(error, (AudioError, UnusableText)):
+        return str(error)
+    return f"{type(error).__name__}: {one_line(error)}"
 
 
 @dataclass
