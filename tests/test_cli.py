@@ -3,6 +3,7 @@
 import json
 
 import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -89,6 +90,28 @@ def test_verify_finds_a_shard_that_disagrees_with_the_index(make_corpus, tmp_pat
     result = invoke("store-info", store, "--verify")
     assert result.exit_code == 1
     assert "00000.h5: mels hold NaN or infinite values" in result.output
+
+
+def test_verify_finds_a_shard_whose_values_were_overwritten_in_place(make_corpus, tmp_path):
+    store = tmp_path / "store"
+    invoke("preprocess", make_corpus(2), store, "--jobs", "1", "--quiet")
+    with h5py.File(store / "shards" / "00000.h5", "r+") as shard:
+        # finite, in range, the right shape: only the bytes tell
+        shard["mels"][...] = np.random.default_rng(0).uniform(-4, 4, shard["mels"].shape)
+    result = invoke("store-info", store, "--verify")
+    assert result.exit_code == 1
+    assert "00000.h5: content differs from the checksum recorded when it was written" in result.output
+
+
+def test_an_index_row_naming_a_shard_outside_the_store_is_refused(make_corpus, tmp_path):
+    store = tmp_path / "store"
+    invoke("preprocess", make_corpus(2), store, "--jobs", "1", "--quiet")
+    index = store / "index.tsv"
+    index.write_text(index.read_text().replace("\t00000.h5\t", "\t../../elsewhere.h5\t", 1))
+    result = invoke("store-info", store)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {index}: line 2 names the shard '../../elsewhere.h5', which is not one of "
+                             "the store's shards\n")
 
 
 def test_store_info_on_a_folder_that_is_not_a_store_says_so(tmp_path):

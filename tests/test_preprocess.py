@@ -77,7 +77,7 @@ def test_mel_statistics_are_the_float64_mean_and_std_of_the_training_frames(make
 def test_store_records_how_it_was_made(make_corpus, tmp_path):
     run(make_corpus(3), tmp_path / "store", features=FeatureConfig(normalization="log"))
     info = json.loads((tmp_path / "store" / "store.json").read_text())
-    assert info["complete"] is True and info["format_version"] == 2
+    assert info["complete"] is True and info["format_version"] == 3
     assert info["feature_config"]["normalization"] == "log"
     assert info["text_config"] == TextConfig().to_dict()
     assert info["symbols"][:2] == ["_", "~"]
@@ -288,19 +288,19 @@ def test_a_store_of_an_older_format_is_refused_until_preprocess_overwrites_it(ma
     corpus, store_dir = make_corpus(2), tmp_path / "store"
     run(corpus, store_dir)
     info = json.loads((store_dir / "store.json").read_text())
-    # as format 1 wrote it: mels in [-100, 0] dB, no clipped-bin counts, a fingerprint over format 1
-    del info["stats"]["bins_at_floor"], info["stats"]["bins_at_ceiling"]
-    (store_dir / "store.json").write_text(json.dumps(info | {"format_version": 1, "fingerprint": "0" * 16}))
+    # as format 2 wrote it: shard names without checksums, a fingerprint over format 2
+    older = {"format_version": 2, "fingerprint": "0" * 16, "shards": list(info["shards"])}
+    (store_dir / "store.json").write_text(json.dumps(info | older))
 
-    message = "store format 1 but this taco reads format 2; re-run taco preprocess with --overwrite"
+    message = "store format 2 but this taco reads format 3; re-run taco preprocess with --overwrite"
     with pytest.raises(StoreError, match=message):
         FeatureStore(store_dir)
     # doing what the message says: a plain re-run is refused, naming the format ...
-    with pytest.raises(StoreError, match=r"another version of taco \(store format 1, this taco writes format 2\)"):
+    with pytest.raises(StoreError, match=r"another version of taco \(store format 2, this taco writes format 3\)"):
         run(corpus, store_dir)
     # ... and --overwrite remakes the store
     run(corpus, store_dir, overwrite=True)
-    assert FeatureStore(store_dir).info["format_version"] == 2
+    assert FeatureStore(store_dir).info["format_version"] == 3
 
 
 def test_a_folder_that_is_not_a_store_is_never_written_into(make_corpus, tmp_path):

@@ -302,7 +302,7 @@ def failure_reason(error: Exception) -> str:
 
 @dataclass
 class _IndexPart:
-    """One shard's share of the store's index: its index rows, failures, dropped characters, unknown words,
+    """One shard's share of the store's index: its checksum, its index rows, failures, dropped characters, unknown words,
     train mel sums and clipped-bin counts.
 
     Made from each ShardSummary as it arrives, which is then let go: its per-utterance sums (2 x n_mels
@@ -311,6 +311,7 @@ class _IndexPart:
     """
 
     shard: str
+    checksum: str
     rows: list[tuple]  # INDEX_COLUMNS
     failures: list[tuple[str, str]]
     dropped_characters: dict[str, int]
@@ -327,7 +328,7 @@ class _IndexPart:
         rows = [(id_, summary.name, row, int(summary.n_frames[row]), int(summary.n_tokens[row]), splits[row])
                 for row, id_ in enumerate(summary.ids)]
         train = np.array([name == "train" for name in splits], dtype=bool)
-        return cls(summary.name, rows, summary.failures, summary.dropped_characters, summary.unknown_words,
+        return cls(summary.name, summary.checksum, rows, summary.failures, summary.dropped_characters, summary.unknown_words,
                    int(summary.n_frames[train].sum()), summary.mel_sum[train].sum(axis=0),
                    summary.mel_sq_sum[train].sum(axis=0), int(summary.bins_at_floor[train].sum()),
                    int(summary.bins_at_ceiling[train].sum()))
@@ -356,7 +357,7 @@ def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
     write_tsv_atomically(store_dir / FAILURES_FILE, ("id", "reason"), failures)
     info = info | {
         "complete": True,
-        "shards": [part.shard for part in parts],
+        "shards": {part.shard: part.checksum for part in parts},
         "stats": {"split": "train", "frames": int(frames), "mean": mean.tolist(), "std": std.tolist(),
                   "bins_at_floor": bins_at_floor, "bins_at_ceiling": bins_at_ceiling},
         "dropped_characters": dict(sorted(dropped.items())),

@@ -2,7 +2,8 @@
 
 A store is a folder:
 
-    store.json     how it was made: configs, symbol table, fingerprint, split, stats, versions, status
+    store.json     how it was made: configs, symbol table, fingerprint, split, stats, versions, status, and
+                   each shard's name and SHA-256 checksum
     index.tsv      one row per utterance: id, shard, row, n_frames, n_tokens, split
     failures.tsv   one row per skipped utterance: id, reason
     shards/NNNNN.h5
@@ -10,6 +11,7 @@ A store is a folder:
 Each shard holds its utterances as one concatenated array per kind plus offsets (never one dataset per
 utterance, never variable-length types), so reading an utterance is two slices. A shard is written
 under a temporary name and renamed when complete: a file with a shard's final name is always whole.
+Its checksum, taken once the file is written, lets `taco store-info --verify` find bytes changed since.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -29,11 +32,16 @@ from taco.features.mel import FeatureConfig, clip_limits
 from taco.features.text import TextConfig
 
 # 2: the `db` range is [-100, +20] dB (was [-100, 0]), and shards count the bins clipped at each end
-FORMAT_VERSION = 2
+# 3: store.json's "shards" maps each shard's name to its SHA-256 checksum (was a list of names)
+FORMAT_VERSION = 3
 STORE_FILE = "store.json"
 INDEX_FILE = "index.tsv"
 FAILURES_FILE = "failures.tsv"
 SHARD_DIR = "shards"
+# what shard_name() writes: a name that stays inside SHARD_DIR, whatever a damaged index says
+SHARD_NAME = re.compile(r"[0-9]{5,}\.h5")
+# bytes hashed at a time: a shard is read once, never held whole
+CHECKSUM_BLOCK = 1 << 20
 SPLITS = ("train", "val")
 INDEX_COLUMNS = ("id", "shard", "row", "n_frames", "n_tokens", "split")
 
@@ -59,6 +67,15 @@ def shard_name(number: int) -> str:
     return f"{number:05d}.h5"
 
 
+def file_checksum(path: Path) -> str:
+    """SHA-256 of the file's bytes, hex: what `sha256sum` prints, so a shard can be checked by hand too."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(CHECKSUM_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass
 class Utterance:
     """One processed utterance as a shard task hands it to the writer."""
@@ -74,6 +91,7 @@ class ShardSummary:
 
     name: str
     fingerprint: str
+    checksum: str  # file_checksum of the shard file
     task_ids: list[str]  # every utterance the task was given, kept or failed
     ids: list[str]
     n_frames: np.ndarray  # (n,) int64
@@ -145,8 +163,9 @@ def write_shard(
         shard["failure_reasons"] = _bytes_array([reason for _, reason in failures])
     with open(temporary, "rb") as written:
         os.fsync(written.fileno())
+    checksum = file_checksum(temporary)
     os.replace(temporary, path)
-    return ShardSummary(path.name, fingerprint, task_ids, ids, n_frames, n_tokens, mel_sum, mel_sq_sum,
+    return ShardSummary(path.name, fingerprint, checksum, task_ids, ids, n_frames, n_tokens, mel_sum, mel_sq_sum,
                         bins_at_floor, bins_at_ceiling, failures, dropped_characters, unknown_words)
 
 
@@ -157,6 +176,7 @@ def read_shard_summary(path: Path) -> ShardSummary:
             return ShardSummary(
                 name=path.name,
                 fingerprint=str(shard.attrs["fingerprint"]),
+                checksum=file_checksum(path),
                 task_ids=_strings(shard["task_ids"][:]),
                 ids=_strings(shard["ids"][:]),
                 n_frames=np.diff(shard["mel_offsets"][:]),
@@ -228,7 +248,14 @@ class FeatureStore:
             )
         if not self.info.get("complete"):
             raise StoreError(f"{self.path}: incomplete store (its preprocess run did not finish); re-run it")
+        for name in self.info["shards"]:
+            if not SHARD_NAME.fullmatch(name):
+                raise StoreError(f"{self.path / STORE_FILE}: {name!r} is not a shard name")
         rows = read_tsv(self.path / INDEX_FILE)
+        for line, row in enumerate(rows, start=2):
+            if row["shard"] not in self.info["shards"]:
+                raise StoreError(f"{self.path / INDEX_FILE}: line {line} names the shard {row['shard']!r}, which is not "
+                                 "one of the store's shards")
         self.ids = [row["id"] for row in rows]
         self.shard_names = sorted({row["shard"] for row in rows})
         shard_number = {name: number for number, name in enumerate(self.shard_names)}
