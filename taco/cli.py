@@ -131,7 +131,7 @@ def _connect_dask(address: str) -> None:
 
 @main.command("store-info")
 @click.argument("store_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--verify", is_flag=True, help="Read every shard and check it against the index.")
+@click.option("--verify", is_flag=True, help="Read every shard and check it against the checksum recorded when it was written and against the index.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def store_info_command(store_dir, verify, as_json):
     """Show what the feature store in STORE_DIR holds: utterances and hours per split, frames, tokens,

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import torch
 from taco.features.audio import load_audio
 from taco.features.mel import DB_MAX, MEL_FLOOR, FeatureConfig, mel_spectrogram
 from taco.features.preprocess import preprocess
-from taco.features.store import FeatureStore, StoreError
+from taco.features.store import STORE_KEYS, FeatureStore, StoreError
 from taco.features.text import TextConfig, encode
 
 from conftest import add_utterance, bundled_lines, librosa_mel, loud_cosine_wav
@@ -78,6 +79,7 @@ def test_store_records_how_it_was_made(make_corpus, tmp_path):
     run(make_corpus(3), tmp_path / "store", features=FeatureConfig(normalization="log"))
     info = json.loads((tmp_path / "store" / "store.json").read_text())
     assert info["complete"] is True and info["format_version"] == 3
+    assert sorted(info) == sorted(STORE_KEYS)  # what a reader checks for
     assert info["feature_config"]["normalization"] == "log"
     assert info["text_config"] == TextConfig().to_dict()
     assert info["symbols"][:2] == ["_", "~"]
@@ -271,6 +273,16 @@ def test_kill_9_mid_run_leaves_no_shard_taken_for_complete_and_a_rerun_finishes(
     summary = run(corpus, store_dir, shard_size=1)
     assert sum(summary["utterances"].values()) == 40
     assert summary["failures"] == [] and not list((store_dir / "shards").glob("*.tmp-*"))
+
+
+def test_a_shard_whose_offsets_disagree_with_the_index_is_refused_when_read(make_corpus, tmp_path):
+    run(make_corpus(2), tmp_path / "store")
+    shard = tmp_path / "store" / "shards" / "00000.h5"
+    with h5py.File(shard, "r+") as file:
+        file["mel_offsets"][1] += 1  # the first utterance one frame longer, the second one shorter
+    message = f"{shard}: damaged shard (its offsets disagree with the index); run taco store-info --verify"
+    with pytest.raises(StoreError, match=re.escape(message)):
+        FeatureStore(tmp_path / "store")[0]
 
 
 def test_a_different_configuration_is_refused_unless_overwrite(make_corpus, tmp_path):

@@ -26,6 +26,7 @@ from taco.features.audio import AudioError, load_audio, trim_silence
 from taco.features.corpus import Entry, read_metadata, random_split
 from taco.features.mel import FeatureConfig, mel_spectrogram
 from taco.features.store import (
+    FAILURES_COLUMNS,
     FAILURES_FILE,
     FORMAT_VERSION,
     INDEX_COLUMNS,
@@ -42,6 +43,7 @@ from taco.features.store import (
     write_json_atomically,
     write_shard,
     write_tsv_atomically,
+    writing,
 )
 from taco.features.summary import summarize
 from taco.features.text import Encoded, PronunciationError, TextConfig, decode, encode, symbols
@@ -118,7 +120,8 @@ def preprocess(
     )
     table = symbols(text.symbols_version)
     store_fingerprint = fingerprint(features, text, table, max_seconds)
-    _prepare_store_dir(store_dir, store_fingerprint, overwrite)
+    with writing(store_dir):  # a read-only disk, a path below a file
+        _prepare_store_dir(store_dir, store_fingerprint, overwrite)
 
     info = {
         "format_version": FORMAT_VERSION,
@@ -190,7 +193,12 @@ def _read_corpus(corpus_dir, audio_path, metadata, train_metadata, val_metadata,
 def _prepare_store_dir(store_dir: Path, store_fingerprint: str, overwrite: bool) -> None:
     """Refuse a folder made with another configuration (unless overwrite), or one that is not a store."""
     if (store_dir / STORE_FILE).is_file():
-        previous = read_store_json(store_dir)
+        try:
+            previous = read_store_json(store_dir)
+        except StoreError:
+            if not overwrite:
+                raise
+            previous = {}  # a damaged description: --overwrite replaces the store it described
         if previous.get("fingerprint") != store_fingerprint:
             if not overwrite:
                 if previous.get("format_version") != FORMAT_VERSION:
@@ -354,7 +362,7 @@ def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
     mean = total / max(frames, 1)
     std = np.sqrt(np.maximum(total_sq / max(frames, 1) - mean**2, 0.0))
     write_tsv_atomically(store_dir / INDEX_FILE, INDEX_COLUMNS, index_rows)
-    write_tsv_atomically(store_dir / FAILURES_FILE, ("id", "reason"), failures)
+    write_tsv_atomically(store_dir / FAILURES_FILE, FAILURES_COLUMNS, failures)
     info = info | {
         "complete": True,
         "shards": {part.shard: part.checksum for part in parts},

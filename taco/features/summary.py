@@ -9,9 +9,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from taco.features.mel import clip_limits
 from taco.errors import one_line
-from taco.features.store import FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, file_checksum, read_tsv
+from taco.features.mel import clip_limits
+from taco.features.store import FAILURES_COLUMNS, FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, file_checksum, read_tsv
 
 # Unknown words named in the text summary, most frequent first: a large corpus has many names and rare
 # words, and a wall of them would bury the rest; store.json and --json hold them all.
@@ -21,13 +21,13 @@ LISTED_UNKNOWN_WORDS = 20
 def summarize(store_dir: str | Path, verify: bool = False) -> dict:
     """Counts per split, hours, failures by reason, clipped mel bins, configs and fingerprint of a finished store.
 
-    With `verify`, every shard is read in full and checked against the index; the problems found are
-    listed under "problems" (an empty list means the store is sound).
+    With `verify`, every shard is read in full and checked against its checksum and the index; the problems
+    found are listed under "problems" (an empty list means the store is sound).
     """
     store = FeatureStore(store_dir)
     info = store.info
     seconds_per_frame = info["feature_config"]["hop_length"] / info["feature_config"]["sample_rate"]
-    failures = read_tsv(store.path / FAILURES_FILE)
+    failures = read_tsv(store.path / FAILURES_FILE, FAILURES_COLUMNS)
     summary = {
         "store": str(store.path),
         "fingerprint": store.fingerprint,
