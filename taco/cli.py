@@ -72,7 +72,8 @@ def main():
               help="Text front end. characters: the cleaned text letter by letter. phonemes: each word's ARPAbet "
                    "pronunciation from CMUdict (first one, with stress); words it does not know are spelled out "
                    "letter by letter and listed in the summary; {HH AH0 L OW1} in a transcript forces a pronunciation.")
-@click.option("--max-seconds", default=DEFAULT_MAX_SECONDS, type=click.FloatRange(min=0, min_open=True), help="Skip clips longer than this (after trimming).")
+@click.option("--max-seconds", default=DEFAULT_MAX_SECONDS, type=click.FloatRange(min=0, min_open=True),
+              help="Skip clips longer than this, known from the file's header without decoding it. With --trim-db: longer after trimming, and from the header only clips over twice this.")
 @click.option("--shard-size", default=DEFAULT_SHARD_SIZE, type=click.IntRange(min=1), help="Utterances per shard file (one joblib task each).")
 @click.option("--jobs", "-j", default=-1, help="Parallel workers; -1 uses every core.")
 @click.option("--backend", default="threading", show_default=True,
@@ -88,8 +89,8 @@ def preprocess_command(corpus_dir, store_dir, metadata, audio_dir, train_metadat
     """Turn the corpus in CORPUS_DIR (LJSpeech layout) into a feature store in STORE_DIR.
 
     Computes token IDs and normalized mel spectrograms once, in parallel, into HDF5 shards. Audio that is
-    missing, empty, corrupt, silent or too long, and text with nothing to say, are skipped and listed in
-    STORE_DIR/failures.tsv. Re-running the same command finishes an interrupted run and skips the shards
+    missing, empty, corrupt, silent, too short or too long, text with nothing to say, and any other error
+    in one utterance, are skipped and listed with the reason in STORE_DIR/failures.tsv. Re-running the same command finishes an interrupted run and skips the shards
     already complete. Exits non-zero only if no utterance could be processed.
 
     On a Dask cluster: pip install 'taco[dask]', start a scheduler and workers that see CORPUS_DIR and
@@ -130,7 +131,7 @@ def _connect_dask(address: str) -> None:
 
 @main.command("store-info")
 @click.argument("store_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--verify", is_flag=True, help="Read every shard and check it against the index.")
+@click.option("--verify", is_flag=True, help="Read every shard and check it against the checksum recorded when it was written and against the index.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def store_info_command(store_dir, verify, as_json):
     """Show what the feature store in STORE_DIR holds: utterances and hours per split, frames, tokens,

@@ -1,14 +1,19 @@
 """The `taco` command through click's CliRunner: exit codes, one-line errors, JSON output."""
 
 import json
+import resource
+import shutil
+import signal
 
 import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from taco.cli import main
+from taco.features.store import REBUILD, REMAKE, FeatureStore
 
-from conftest import add_utterance, loud_cosine_wav
+from conftest import MICRO, add_utterance, loud_cosine_wav
 
 
 def invoke(*args):
@@ -80,21 +85,137 @@ def test_a_config_change_is_refused_with_one_line_and_no_traceback(make_corpus, 
     assert "Traceback" not in result.output
 
 
-def test_verify_finds_a_shard_that_disagrees_with_the_index(make_corpus, tmp_path):
+def _a_nan(mels):
+    mels[0, 0] = float("nan")
+
+
+def _random_values(mels):
+    # finite, in range, the right shape: only the bytes tell
+    mels[...] = np.random.default_rng(0).uniform(-4, 4, mels.shape)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (_a_nan, "mels hold NaN or infinite values"),
+    (_random_values, "content differs from the checksum recorded when it was written"),
+], ids=["a NaN", "values overwritten in place"])
+def test_verify_finds_a_damaged_shard(make_corpus, tmp_path, damage, problem):
     store = tmp_path / "store"
     invoke("preprocess", make_corpus(2), store, "--jobs", "1", "--quiet")
     assert "ok: every shard matches the index" in invoke("store-info", store, "--verify").output
     with h5py.File(store / "shards" / "00000.h5", "r+") as shard:
-        shard["mels"][0, 0] = float("nan")
+        damage(shard["mels"])
     result = invoke("store-info", store, "--verify")
     assert result.exit_code == 1
-    assert "00000.h5: mels hold NaN or infinite values" in result.output
+    assert f"00000.h5: {problem}" in result.output
+
+
+def test_an_index_row_naming_a_shard_outside_the_store_is_refused(make_corpus, tmp_path):
+    store = tmp_path / "store"
+    invoke("preprocess", make_corpus(2), store, "--jobs", "1", "--quiet")
+    index = store / "index.tsv"
+    index.write_text(index.read_text().replace("\t00000.h5\t", "\t../../elsewhere.h5\t", 1))
+    result = invoke("store-info", store)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {index}: line 2 names the shard '../../elsewhere.h5', which is not one of "
+                             f"the store's shards; {REBUILD}\n")
 
 
 def test_store_info_on_a_folder_that_is_not_a_store_says_so(tmp_path):
     result = invoke("store-info", tmp_path)
     assert result.exit_code == 1
     assert result.output == f"Error: {tmp_path}: not a taco feature store (no store.json)\n"
+
+
+def test_preprocess_into_a_path_below_a_file_says_so_in_one_line(make_corpus, tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    store = tmp_path / "notes.txt" / "store"
+    result = invoke("preprocess", make_corpus(1), store, "--jobs", "1", "--quiet")
+    assert result.exit_code == 1
+    assert result.output == f"Error: {store}: cannot write (Not a directory)\n"
+
+
+@pytest.fixture
+def file_size_limit():
+    """file_size_limit(bytes): the OS refuses to grow any file past `bytes` until the test ends, as a full disk
+    refuses (EFBIG where a full disk says ENOSPC; the write fails the same way)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the process is killed instead of told
+    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_full_disk_stops_preprocess_with_one_line_and_a_rerun_finishes(make_corpus, tmp_path, file_size_limit):
+    corpus, store = make_corpus(2), tmp_path / "store"
+    file_size_limit(40_000)  # store.json fits, a shard of two utterances' mels does not
+    result = invoke("preprocess", corpus, store, "--jobs", "1", "--quiet")
+    file_size_limit(resource.RLIM_INFINITY)
+    assert result.exit_code == 1
+    assert result.output == f"Error: {store / 'shards' / '00000.h5'}: cannot write (File too large)\n"
+    assert list((store / "shards").iterdir()) == []  # no half-written temporary left to fill the disk
+
+    assert invoke("preprocess", corpus, store, "--jobs", "1", "--quiet").exit_code == 0
+
+
+def _cut_mid_line(path):
+    path.write_bytes(path.read_bytes()[:-4])
+
+
+def _without_keys(path, *keys):
+    info = json.loads(path.read_text())
+    path.write_text(json.dumps({key: value for key, value in info.items() if key not in keys}))
+
+
+@pytest.mark.parametrize("file, damage, reason, remedy", [
+    ("store.json", lambda path: path.write_text("[]"), "not a store description (a JSON list, not an object)",
+     REMAKE),
+    ("store.json", lambda path: _without_keys(path, "stats", "symbols"), "lacks symbols, stats", REMAKE),
+    ("index.tsv", _cut_mid_line, "cut short (its last line ends mid-line)", REBUILD),
+    ("index.tsv", lambda path: path.unlink(), "cannot be read (No such file or directory)", REBUILD),
+    ("failures.tsv", _cut_mid_line, "cut short (its last line ends mid-line)", REBUILD),
+], ids=["store.json is []", "store.json lacks keys", "index.tsv cut", "index.tsv missing", "failures.tsv cut"])
+def test_a_damaged_store_file_is_one_line_naming_it_the_reason_and_the_remedy(make_corpus, tmp_path, file, damage,
+                                                                            reason, remedy):
+    corpus, store = make_corpus(3), tmp_path / "store"
+    invoke("preprocess", corpus, store, "--jobs", "1", "--quiet", "--shard-size", "2")
+    damage(store / file)
+    result = invoke("store-info", store)
+    assert result.exit_code == 1
+    assert result.output == f"Error: {store / file}: {reason}; {remedy}\n"
+    # doing what the message says mends the store
+    overwrite = ["--overwrite"] if remedy == REMAKE else []
+    assert invoke("preprocess", corpus, store, "--jobs", "1", "--quiet", "--shard-size", "2", *overwrite).exit_code == 0
+    assert invoke("store-info", store, "--verify").exit_code == 0
+
+
+def assert_says_shard_is_damaged(result, shard, store):
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {shard}: damaged shard (")
+    assert result.output.endswith(f"); run taco store-info --verify {store}\n") and result.output.count("\n") == 1
+
+
+def _truncated(shard):
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    return shard
+
+
+def test_training_on_a_damaged_shard_says_to_verify_the_store(make_corpus, tmp_path):
+    store = tmp_path / "store"
+    invoke("preprocess", make_corpus(4), store, "--jobs", "1", "--quiet", "--shard-size", "2")
+    shard = _truncated(store / "shards" / "00001.h5")
+    config = tmp_path / "micro.json"
+    # a DataLoader worker reads the shards: its errors would reach the user wrapped in its traceback
+    config.write_text(json.dumps(MICRO | {"training": MICRO["training"] | {"num_workers": 1}}))
+    result = invoke("train", store, tmp_path / "run", "--config", config, "--quiet")
+    assert_says_shard_is_damaged(result, shard, store)
+
+
+def test_inspecting_a_damaged_shard_says_to_verify_the_store(small_store, micro_checkpoint, tmp_path):
+    store = shutil.copytree(small_store, tmp_path / "store")
+    shard = _truncated(store / "shards" / "00000.h5")
+    first_id = FeatureStore(store).ids[0]
+    result = invoke("inspect-alignment", micro_checkpoint, "--store", store, "--id", first_id, "-o", tmp_path / "out")
+    assert_says_shard_is_damaged(result, shard, store)
 
 
 def test_help_explains_each_command():

@@ -1,8 +1,10 @@
 """The preprocess stage and the store it writes: round trip, resume, refusal, bad input, reader."""
 
+import io
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -17,10 +19,10 @@ import torch
 from taco.features.audio import load_audio
 from taco.features.mel import DB_MAX, MEL_FLOOR, FeatureConfig, mel_spectrogram
 from taco.features.preprocess import preprocess
-from taco.features.store import FeatureStore, StoreError
+from taco.features.store import STORE_KEYS, FeatureStore, StoreError
 from taco.features.text import TextConfig, encode
 
-from conftest import add_utterance, librosa_mel, loud_cosine_wav
+from conftest import add_utterance, bundled_lines, librosa_mel, loud_cosine_wav
 
 
 def run(corpus, store, **options):
@@ -76,7 +78,8 @@ def test_mel_statistics_are_the_float64_mean_and_std_of_the_training_frames(make
 def test_store_records_how_it_was_made(make_corpus, tmp_path):
     run(make_corpus(3), tmp_path / "store", features=FeatureConfig(normalization="log"))
     info = json.loads((tmp_path / "store" / "store.json").read_text())
-    assert info["complete"] is True and info["format_version"] == 2
+    assert info["complete"] is True and info["format_version"] == 3
+    assert sorted(info) == sorted(STORE_KEYS)  # what a reader checks for
     assert info["feature_config"]["normalization"] == "log"
     assert info["text_config"] == TextConfig().to_dict()
     assert info["symbols"][:2] == ["_", "~"]
@@ -149,13 +152,80 @@ def test_bad_inputs_are_skipped_with_reasons_and_the_rest_is_processed(make_corp
         "empty": "empty audio file (0 bytes)",
         "corrupt": "unreadable audio: Format not recognised.",
         "silent": "silent audio (peak below -80 dBFS)",
-        "long": "too long: 8.0 s > max_seconds 7.5",
+        "long": "too long: 8.0 s > 7.5 s",
         "notext": "empty text",
         "symbols": "no letters in text",
     }
     assert summary["dropped_characters"] == {"#": 1, "@": 1, "\U0001F600": 1}
     failures_tsv = (tmp_path / "store" / "failures.tsv").read_text().splitlines()
     assert failures_tsv[0] == "id\treason" and len(failures_tsv) == 8
+
+
+def wav_bytes(samples: np.ndarray, rate: int = 22050) -> bytes:
+    wav = io.BytesIO()
+    soundfile.write(wav, samples.astype(np.float32), rate, format="WAV")
+    return wav.getvalue()
+
+
+def test_anything_one_utterance_raises_is_its_failure_and_the_run_goes_on(make_corpus, tmp_path):
+    corpus = make_corpus(3)
+    # 18 ms: fewer samples than the STFT's reflect padding takes from each end
+    add_utterance(corpus, "blip", "a click", wav_bytes(np.random.default_rng(0).uniform(-0.5, 0.5, 397)))
+    # an id longer than a file name may be: looking for its audio raises, not "missing"
+    add_utterance(corpus, "x" * 300, "an id as long as a paragraph", None)
+
+    for _ in range(2):  # a re-run meets the same clips and finishes too
+        summary = run(corpus, tmp_path / "store", shard_size=2)
+        assert sum(summary["utterances"].values()) == 3
+        assert {f["id"]: f["reason"] for f in summary["failures"]} == {
+            "blip": "too short: 0.018 s",
+            "x" * 300: "OSError: File name too long",
+        }
+
+
+def test_an_unforeseen_error_in_one_utterance_keeps_the_rest_of_its_shard(make_corpus, tmp_path, monkeypatch):
+    from taco.features import preprocess as module
+
+    corpus = make_corpus(3)
+    second = bundled_lines(2)[1].split("|")[0]
+    real_mel = module.mel_spectrogram
+
+    def mel_failing_on_the_second(wave, config):
+        if len(wave) == len(load_audio(corpus / "wavs" / f"{second}.flac", 22050)):
+            raise RuntimeError("a bug nobody foresaw\nwith a second line")
+        return real_mel(wave, config)
+
+    monkeypatch.setattr(module, "mel_spectrogram", mel_failing_on_the_second)
+    summary = run(corpus, tmp_path / "store", shard_size=3)
+    assert summary["utterances"]["train"] + summary["utterances"]["val"] == 2
+    assert summary["failures"] == [{"id": second, "reason": "RuntimeError: a bug nobody foresaw"}]
+
+
+def test_a_clip_over_max_seconds_is_refused_from_its_header_without_decoding_it(make_corpus, tmp_path, monkeypatch):
+    corpus = make_corpus(1)
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, 8000 * 60)
+    add_utterance(corpus, "minute", "a minute of noise", wav_bytes(noise, 8000))
+    decoded = []
+    real_read = soundfile.SoundFile.read
+    monkeypatch.setattr(soundfile.SoundFile, "read", lambda file, *a, **k: decoded.append(file.name) or real_read(file, *a, **k))
+
+    summary = run(corpus, tmp_path / "store", max_seconds=20)
+    assert summary["failures"] == [{"id": "minute", "reason": "too long: 60.0 s > 20 s"}]
+    assert not any("minute" in str(name) for name in decoded) and len(decoded) == 1
+
+
+def test_with_trimming_only_clips_over_twice_max_seconds_are_refused_from_the_header(make_corpus, tmp_path):
+    corpus = make_corpus(1)
+    speech = load_audio(corpus / "wavs" / f"{bundled_lines(1)[0].split('|')[0]}.flac", 22050)
+    # speech inside long silence: over max_seconds before trimming, well within it after
+    for id_, pad_seconds in (("padded", 12), ("mostly_silence", 25)):
+        pad = np.zeros(22050 * pad_seconds, np.float32)
+        add_utterance(corpus, id_, "speech inside silence", wav_bytes(np.concatenate([pad, speech, pad])))
+
+    summary = run(corpus, tmp_path / "store", max_seconds=20, features=FeatureConfig(trim_db=40), shard_size=3)
+    seconds = 50 + len(speech) / 22050
+    assert summary["failures"] == [{"id": "mostly_silence", "reason": f"too long: {seconds:.1f} s > 40 s"}]
+    assert summary["utterances"]["train"] + summary["utterances"]["val"] == 2
 
 
 def test_rerun_skips_complete_shards_and_finishes_an_interrupted_store(make_corpus, tmp_path):
@@ -205,6 +275,16 @@ def test_kill_9_mid_run_leaves_no_shard_taken_for_complete_and_a_rerun_finishes(
     assert summary["failures"] == [] and not list((store_dir / "shards").glob("*.tmp-*"))
 
 
+def test_a_shard_whose_offsets_disagree_with_the_index_is_refused_when_read(make_corpus, tmp_path):
+    run(make_corpus(2), tmp_path / "store")
+    shard = tmp_path / "store" / "shards" / "00000.h5"
+    with h5py.File(shard, "r+") as file:
+        file["mel_offsets"][1] += 1  # the first utterance one frame longer, the second one shorter
+    message = f"{shard}: damaged shard (its offsets disagree with the index); run taco store-info --verify"
+    with pytest.raises(StoreError, match=re.escape(message)):
+        FeatureStore(tmp_path / "store")[0]
+
+
 def test_a_different_configuration_is_refused_unless_overwrite(make_corpus, tmp_path):
     corpus, store_dir = make_corpus(2), tmp_path / "store"
     run(corpus, store_dir)
@@ -220,19 +300,19 @@ def test_a_store_of_an_older_format_is_refused_until_preprocess_overwrites_it(ma
     corpus, store_dir = make_corpus(2), tmp_path / "store"
     run(corpus, store_dir)
     info = json.loads((store_dir / "store.json").read_text())
-    # as format 1 wrote it: mels in [-100, 0] dB, no clipped-bin counts, a fingerprint over format 1
-    del info["stats"]["bins_at_floor"], info["stats"]["bins_at_ceiling"]
-    (store_dir / "store.json").write_text(json.dumps(info | {"format_version": 1, "fingerprint": "0" * 16}))
+    # as format 2 wrote it: shard names without checksums, a fingerprint over format 2
+    older = {"format_version": 2, "fingerprint": "0" * 16, "shards": list(info["shards"])}
+    (store_dir / "store.json").write_text(json.dumps(info | older))
 
-    message = "store format 1 but this taco reads format 2; re-run taco preprocess with --overwrite"
+    message = "store format 2 but this taco reads format 3; re-run taco preprocess with --overwrite"
     with pytest.raises(StoreError, match=message):
         FeatureStore(store_dir)
     # doing what the message says: a plain re-run is refused, naming the format ...
-    with pytest.raises(StoreError, match=r"another version of taco \(store format 1, this taco writes format 2\)"):
+    with pytest.raises(StoreError, match=r"another version of taco \(store format 2, this taco writes format 3\)"):
         run(corpus, store_dir)
     # ... and --overwrite remakes the store
     run(corpus, store_dir, overwrite=True)
-    assert FeatureStore(store_dir).info["format_version"] == 2
+    assert FeatureStore(store_dir).info["format_version"] == 3
 
 
 def test_a_folder_that_is_not_a_store_is_never_written_into(make_corpus, tmp_path):

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def find_audio(audio_dir: Path, id_: str) -> Path:
     """The audio file of `id_`: the first of ID.wav, ID.flac that exists, else the .wav path (reported missing)."""
     for suffix in AUDIO_SUFFIXES:
         path = audio_dir / f"{id_}{suffix}"
-        if path.is_file():
+        # os.path.isfile, not Path.is_file: an id longer than a file name may be raises OSError from the
+        # latter, and one such line would abort reading the whole corpus; loading its audio reports it instead
+        if os.path.isfile(path):
             return path
     return audio_dir / f"{id_}{AUDIO_SUFFIXES[0]}"
 

@@ -21,10 +21,12 @@ import soundfile
 import soxr
 import torch
 
+from taco.errors import one_line
 from taco.features.audio import AudioError, load_audio, trim_silence
 from taco.features.corpus import Entry, read_metadata, random_split
 from taco.features.mel import FeatureConfig, mel_spectrogram
 from taco.features.store import (
+    FAILURES_COLUMNS,
     FAILURES_FILE,
     FORMAT_VERSION,
     INDEX_COLUMNS,
@@ -41,6 +43,7 @@ from taco.features.store import (
     write_json_atomically,
     write_shard,
     write_tsv_atomically,
+    writing,
 )
 from taco.features.summary import summarize
 from taco.features.text import Encoded, PronunciationError, TextConfig, decode, encode, symbols
@@ -51,6 +54,12 @@ from taco.progress import progress_bar
 DEFAULT_SHARD_SIZE = 64
 # Longest clip kept: LJSpeech's longest is 10.1 s; much longer clips blow up a batch's padded frames.
 DEFAULT_MAX_SECONDS = 20.0
+
+
+# With --trim-db a clip may outlast max_seconds before trimming and not after, so its header refuses it only
+# beyond this many times max_seconds, where it would have to be mostly silence to be kept; the clips in
+# between are decoded and measured once trimmed.
+TRIMMABLE_FACTOR = 2
 
 
 class UnusableText(Exception):
@@ -111,7 +120,8 @@ def preprocess(
     )
     table = symbols(text.symbols_version)
     store_fingerprint = fingerprint(features, text, table, max_seconds)
-    _prepare_store_dir(store_dir, store_fingerprint, overwrite)
+    with writing(store_dir):  # a read-only disk, a path below a file
+        _prepare_store_dir(store_dir, store_fingerprint, overwrite)
 
     info = {
         "format_version": FORMAT_VERSION,
@@ -183,7 +193,12 @@ def _read_corpus(corpus_dir, audio_path, metadata, train_metadata, val_metadata,
 def _prepare_store_dir(store_dir: Path, store_fingerprint: str, overwrite: bool) -> None:
     """Refuse a folder made with another configuration (unless overwrite), or one that is not a store."""
     if (store_dir / STORE_FILE).is_file():
-        previous = read_store_json(store_dir)
+        try:
+            previous = read_store_json(store_dir)
+        except StoreError:
+            if not overwrite:
+                raise
+            previous = {}  # a damaged description: --overwrite replaces the store it described
         if previous.get("fingerprint") != store_fingerprint:
             if not overwrite:
                 if previous.get("format_version") != FORMAT_VERSION:
@@ -241,8 +256,8 @@ def process_shard(
     for entry in task.entries:
         try:
             utterance, encoded = process_utterance(entry, features, text, max_seconds)
-        except (AudioError, UnusableText) as error:
-            failures.append((entry.id, str(error)))
+        except Exception as error:  # anything one utterance raises is its failure, never the whole run's
+            failures.append((entry.id, failure_reason(error)))
             continue
         utterances.append(utterance)
         dropped.update(encoded.dropped)
@@ -271,20 +286,31 @@ def process_utterance(
         raise UnusableText("empty text")
     if not any(char.isalpha() for char in decode(encoded.ids, text.symbols_version)):
         raise UnusableText("no letters in text")
-    samples = load_audio(entry.audio_path, features.sample_rate)
-    if features.trim_db is not None:
+    if features.trim_db is None:
+        samples = load_audio(entry.audio_path, features.sample_rate, max_seconds)
+    else:
+        samples = load_audio(entry.audio_path, features.sample_rate, TRIMMABLE_FACTOR * max_seconds)
         samples = trim_silence(samples, features.trim_db)
-    seconds = len(samples) / features.sample_rate
-    if seconds > max_seconds:
-        raise AudioError(f"too long: {seconds:.1f} s > max_seconds {max_seconds:g}")
+        if len(samples) > max_seconds * features.sample_rate:
+            raise AudioError(f"too long after trimming: {len(samples) / features.sample_rate:.1f} s > {max_seconds:g} s")
+    if len(samples) <= features.n_fft // 2:
+        # the centred STFT pads each end with a reflection of its first and last n_fft // 2 samples
+        raise AudioError(f"too short: {len(samples) / features.sample_rate:.3f} s")
     # (n_mels, frames) -> (frames, n_mels): the store keeps frames as rows so one utterance is one slice
     mel = mel_spectrogram(torch.from_numpy(samples), features).T.contiguous().numpy()
     return Utterance(entry.id, np.asarray(encoded.ids, dtype=np.int64), mel), encoded
 
 
+def failure_reason(error: Exception) -> str:
+    """The reason an utterance is skipped: a foreseen failure's own words, else the error's type and first line."""
+    if isinstance(error, (AudioError, UnusableText)):
+        return str(error)
+    return f"{type(error).__name__}: {one_line(error)}"
+
+
 @dataclass
 class _IndexPart:
-    """One shard's share of the store's index: its index rows, failures, dropped characters, unknown words,
+    """One shard's share of the store's index: its checksum, its index rows, failures, dropped characters, unknown words,
     train mel sums and clipped-bin counts.
 
     Made from each ShardSummary as it arrives, which is then let go: its per-utterance sums (2 x n_mels
@@ -293,6 +319,7 @@ class _IndexPart:
     """
 
     shard: str
+    checksum: str
     rows: list[tuple]  # INDEX_COLUMNS
     failures: list[tuple[str, str]]
     dropped_characters: dict[str, int]
@@ -309,7 +336,7 @@ class _IndexPart:
         rows = [(id_, summary.name, row, int(summary.n_frames[row]), int(summary.n_tokens[row]), splits[row])
                 for row, id_ in enumerate(summary.ids)]
         train = np.array([name == "train" for name in splits], dtype=bool)
-        return cls(summary.name, rows, summary.failures, summary.dropped_characters, summary.unknown_words,
+        return cls(summary.name, summary.checksum, rows, summary.failures, summary.dropped_characters, summary.unknown_words,
                    int(summary.n_frames[train].sum()), summary.mel_sum[train].sum(axis=0),
                    summary.mel_sq_sum[train].sum(axis=0), int(summary.bins_at_floor[train].sum()),
                    int(summary.bins_at_ceiling[train].sum()))
@@ -335,10 +362,10 @@ def _write_index(store_dir: Path, info: dict, parts: list[_IndexPart],
     mean = total / max(frames, 1)
     std = np.sqrt(np.maximum(total_sq / max(frames, 1) - mean**2, 0.0))
     write_tsv_atomically(store_dir / INDEX_FILE, INDEX_COLUMNS, index_rows)
-    write_tsv_atomically(store_dir / FAILURES_FILE, ("id", "reason"), failures)
+    write_tsv_atomically(store_dir / FAILURES_FILE, FAILURES_COLUMNS, failures)
     info = info | {
         "complete": True,
-        "shards": [part.shard for part in parts],
+        "shards": {part.shard: part.checksum for part in parts},
         "stats": {"split": "train", "frames": int(frames), "mean": mean.tolist(), "std": std.tolist(),
                   "bins_at_floor": bins_at_floor, "bins_at_ceiling": bins_at_ceiling},
         "dropped_characters": dict(sorted(dropped.items())),

@@ -2,7 +2,8 @@
 
 A store is a folder:
 
-    store.json     how it was made: configs, symbol table, fingerprint, split, stats, versions, status
+    store.json     how it was made: configs, symbol table, fingerprint, split, stats, versions, status, and
+                   each shard's name and SHA-256 checksum
     index.tsv      one row per utterance: id, shard, row, n_frames, n_tokens, split
     failures.tsv   one row per skipped utterance: id, reason
     shards/NNNNN.h5
@@ -10,14 +11,18 @@ A store is a folder:
 Each shard holds its utterances as one concatenated array per kind plus offsets (never one dataset per
 utterance, never variable-length types), so reading an utterance is two slices. A shard is written
 under a temporary name and renamed when complete: a file with a shard's final name is always whole.
+Its checksum, taken once the file is written, lets `taco store-info --verify` find bytes changed since.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -25,21 +30,46 @@ from typing import NamedTuple
 import h5py
 import numpy as np
 
+from taco.errors import one_line
 from taco.features.mel import FeatureConfig, clip_limits
 from taco.features.text import TextConfig
 
 # 2: the `db` range is [-100, +20] dB (was [-100, 0]), and shards count the bins clipped at each end
-FORMAT_VERSION = 2
+# 3: store.json's "shards" maps each shard's name to its SHA-256 checksum (was a list of names)
+FORMAT_VERSION = 3
 STORE_FILE = "store.json"
 INDEX_FILE = "index.tsv"
 FAILURES_FILE = "failures.tsv"
 SHARD_DIR = "shards"
+# what shard_name() writes: a name that stays inside SHARD_DIR, whatever a damaged index says
+SHARD_NAME = re.compile(r"[0-9]{5,}\.h5")
+# bytes hashed at a time: a shard is read once, never held whole
+CHECKSUM_BLOCK = 1 << 20
 SPLITS = ("train", "val")
 INDEX_COLUMNS = ("id", "shard", "row", "n_frames", "n_tokens", "split")
+FAILURES_COLUMNS = ("id", "reason")
+# what store.json holds once its preprocess run has finished
+STORE_KEYS = ("format_version", "complete", "fingerprint", "feature_config", "text_config", "symbols", "max_seconds",
+              "split", "corpus", "library_versions", "shards", "stats", "dropped_characters", "unknown_words", "created")
+# The remedies a damaged store's errors name. A re-run finds every shard complete and writes the index files again.
+REMAKE = "re-run taco preprocess with --overwrite, or into a new folder"
+REBUILD = "run the taco preprocess that made the store again: it rebuilds the index files from the shards"
 
 
 class StoreError(Exception):
     """A store that cannot be read or written as asked; str() is a one-line explanation."""
+
+
+@contextmanager
+def writing(path: Path, temporary: Path | None = None):
+    """Turn an OSError while writing `path` (a full or read-only disk, a path below a file) into a StoreError
+    naming `path` and the reason, after removing the half-written `temporary`: a full disk wants its space."""
+    try:
+        yield
+    except OSError as error:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise StoreError(f"{path}: cannot write ({one_line(error)})") from None
 
 
 def fingerprint(feature_config: FeatureConfig, text_config: TextConfig, symbols: list[str], max_seconds: float) -> str:
@@ -59,6 +89,15 @@ def shard_name(number: int) -> str:
     return f"{number:05d}.h5"
 
 
+def file_checksum(path: Path) -> str:
+    """SHA-256 of the file's bytes, hex: what `sha256sum` prints, so a shard can be checked by hand too."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(CHECKSUM_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass
 class Utterance:
     """One processed utterance as a shard task hands it to the writer."""
@@ -74,6 +113,7 @@ class ShardSummary:
 
     name: str
     fingerprint: str
+    checksum: str  # file_checksum of the shard file
     task_ids: list[str]  # every utterance the task was given, kept or failed
     ids: list[str]
     n_frames: np.ndarray  # (n,) int64
@@ -125,28 +165,30 @@ def write_shard(
     ids = [u.id for u in utterances]
 
     temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with h5py.File(temporary, "w") as shard:
-        shard.attrs["format_version"] = FORMAT_VERSION
-        shard.attrs["fingerprint"] = fingerprint
-        shard.attrs["dropped_characters"] = json.dumps(dropped_characters, sort_keys=True)
-        shard.attrs["unknown_words"] = json.dumps(unknown_words, sort_keys=True)
-        shard["task_ids"] = _bytes_array(task_ids)
-        shard["ids"] = _bytes_array(ids)
-        # (n, frames_i, n_mels) -> (sum of frames, n_mels)
-        shard["mels"] = np.concatenate(mels) if mels else np.zeros((0, n_mels), np.float32)
-        shard["mel_offsets"] = _offsets(n_frames)
-        shard["tokens"] = np.concatenate([u.tokens for u in utterances]).astype(np.int32) if utterances else np.zeros(0, np.int32)
-        shard["token_offsets"] = _offsets(n_tokens)
-        shard["mel_sum"] = mel_sum
-        shard["mel_sq_sum"] = mel_sq_sum
-        shard["bins_at_floor"] = bins_at_floor
-        shard["bins_at_ceiling"] = bins_at_ceiling
-        shard["failure_ids"] = _bytes_array([id_ for id_, _ in failures])
-        shard["failure_reasons"] = _bytes_array([reason for _, reason in failures])
-    with open(temporary, "rb") as written:
-        os.fsync(written.fileno())
-    os.replace(temporary, path)
-    return ShardSummary(path.name, fingerprint, task_ids, ids, n_frames, n_tokens, mel_sum, mel_sq_sum,
+    with writing(path, temporary):
+        with h5py.File(temporary, "w") as shard:
+            shard.attrs["format_version"] = FORMAT_VERSION
+            shard.attrs["fingerprint"] = fingerprint
+            shard.attrs["dropped_characters"] = json.dumps(dropped_characters, sort_keys=True)
+            shard.attrs["unknown_words"] = json.dumps(unknown_words, sort_keys=True)
+            shard["task_ids"] = _bytes_array(task_ids)
+            shard["ids"] = _bytes_array(ids)
+            # (n, frames_i, n_mels) -> (sum of frames, n_mels)
+            shard["mels"] = np.concatenate(mels) if mels else np.zeros((0, n_mels), np.float32)
+            shard["mel_offsets"] = _offsets(n_frames)
+            shard["tokens"] = np.concatenate([u.tokens for u in utterances]).astype(np.int32) if utterances else np.zeros(0, np.int32)
+            shard["token_offsets"] = _offsets(n_tokens)
+            shard["mel_sum"] = mel_sum
+            shard["mel_sq_sum"] = mel_sq_sum
+            shard["bins_at_floor"] = bins_at_floor
+            shard["bins_at_ceiling"] = bins_at_ceiling
+            shard["failure_ids"] = _bytes_array([id_ for id_, _ in failures])
+            shard["failure_reasons"] = _bytes_array([reason for _, reason in failures])
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        checksum = file_checksum(temporary)
+        os.replace(temporary, path)
+    return ShardSummary(path.name, fingerprint, checksum, task_ids, ids, n_frames, n_tokens, mel_sum, mel_sq_sum,
                         bins_at_floor, bins_at_ceiling, failures, dropped_characters, unknown_words)
 
 
@@ -157,6 +199,7 @@ def read_shard_summary(path: Path) -> ShardSummary:
             return ShardSummary(
                 name=path.name,
                 fingerprint=str(shard.attrs["fingerprint"]),
+                checksum=file_checksum(path),
                 task_ids=_strings(shard["task_ids"][:]),
                 ids=_strings(shard["ids"][:]),
                 n_frames=np.diff(shard["mel_offsets"][:]),
@@ -174,33 +217,51 @@ def read_shard_summary(path: Path) -> ShardSummary:
 
 
 def read_store_json(store_dir: Path) -> dict:
+    """store.json as a dict; a StoreError if the folder has none or it is damaged. Its keys are not checked."""
     path = store_dir / STORE_FILE
     if not path.is_file():
         raise StoreError(f"{store_dir}: not a taco feature store (no {STORE_FILE})")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise StoreError(f"{path}: corrupt store description ({error})") from None
+        info = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise StoreError(f"{path}: corrupt store description ({one_line(error)}); {REMAKE}") from None
+    if not isinstance(info, dict):
+        raise StoreError(f"{path}: not a store description (a JSON {type(info).__name__}, not an object); {REMAKE}")
+    return info
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    with writing(path, temporary):
+        temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, path)
 
 
 def write_tsv_atomically(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
     temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as file:
-        writer = csv.writer(file, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(temporary, path)
+    with writing(path, temporary):
+        with open(temporary, "w", newline="") as file:
+            writer = csv.writer(file, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+            writer.writerow(header)
+            writer.writerows(rows)
+        os.replace(temporary, path)
 
 
-def read_tsv(path: Path) -> list[dict]:
-    with open(path, newline="") as file:
-        return list(csv.DictReader(file, delimiter="\t"))
+def read_tsv(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    """The rows of a store's TSV file written with these columns; a StoreError if it is missing, cut short or
+    holds lines of other columns."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8
+        raise StoreError(f"{path}: cannot be read ({one_line(error)}); {REBUILD}") from None
+    # the writer ends every line, the header's too, with a newline: a file that does not was cut
+    if not text.endswith("\n"):
+        raise StoreError(f"{path}: cut short (its last line ends mid-line); {REBUILD}")
+    header, *lines = csv.reader(io.StringIO(text), delimiter="\t")
+    for number, fields in enumerate([header, *lines], start=1):
+        if len(fields) != len(columns) or (number == 1 and tuple(fields) != columns):
+            raise StoreError(f"{path}: line {number} is not a row of {', '.join(columns)}; {REBUILD}")
+    return [dict(zip(columns, fields)) for fields in lines]
 
 
 class _OpenShard(NamedTuple):
@@ -209,6 +270,11 @@ class _OpenShard(NamedTuple):
     mel_offsets: np.ndarray
     tokens: np.ndarray
     token_offsets: np.ndarray
+
+
+def _lengths_agree(offsets: np.ndarray, rows: np.ndarray, lengths: np.ndarray) -> bool:
+    """Whether a shard's offsets give these rows these lengths: a cheap guard against a shard damaged since."""
+    return rows.max() + 1 < len(offsets) and np.array_equal(np.diff(offsets)[rows], lengths)
 
 
 class FeatureStore:
@@ -224,11 +290,21 @@ class FeatureStore:
         if self.info.get("format_version") != FORMAT_VERSION:
             raise StoreError(
                 f"{self.path}: store format {self.info.get('format_version')} but this taco reads format "
-                f"{FORMAT_VERSION}; re-run taco preprocess with --overwrite, or into a new folder"
+                f"{FORMAT_VERSION}; {REMAKE}"
             )
         if not self.info.get("complete"):
             raise StoreError(f"{self.path}: incomplete store (its preprocess run did not finish); re-run it")
-        rows = read_tsv(self.path / INDEX_FILE)
+        missing = [key for key in STORE_KEYS if key not in self.info]
+        if missing:
+            raise StoreError(f"{self.path / STORE_FILE}: lacks {', '.join(missing)}; {REMAKE}")
+        for name in self.info["shards"]:
+            if not SHARD_NAME.fullmatch(name):
+                raise StoreError(f"{self.path / STORE_FILE}: {name!r} is not a shard name; {REMAKE}")
+        rows = read_tsv(self.path / INDEX_FILE, INDEX_COLUMNS)
+        for line, row in enumerate(rows, start=2):
+            if row["shard"] not in self.info["shards"]:
+                raise StoreError(f"{self.path / INDEX_FILE}: line {line} names the shard {row['shard']!r}, which is not "
+                                 f"one of the store's shards; {REBUILD}")
         self.ids = [row["id"] for row in rows]
         self.shard_names = sorted({row["shard"] for row in rows})
         shard_number = {name: number for number, name in enumerate(self.shard_names)}
@@ -279,12 +355,35 @@ class FeatureStore:
             self._open_shards = {}
             self._owner_pid = os.getpid()
         if number not in self._open_shards:
-            file = h5py.File(self.path / SHARD_DIR / self.shard_names[number], "r")
-            # offsets and tokens are small: in memory they save an HDF5 read per item (measured 0.35 -> 0.03 ms)
-            self._open_shards[number] = _OpenShard(
-                file, file["mels"], file["mel_offsets"][:], file["tokens"][:], file["token_offsets"][:]
-            )
+            self._open_shards[number] = self._open_shard(number)
         return self._open_shards[number]
+
+    def _open_shard(self, number: int) -> _OpenShard:
+        path = self.path / SHARD_DIR / self.shard_names[number]
+        try:
+            file = h5py.File(path, "r")
+            # offsets and tokens are small: in memory they save an HDF5 read per item (measured 0.35 -> 0.03 ms)
+            shard = _OpenShard(file, file["mels"], file["mel_offsets"][:], file["tokens"][:], file["token_offsets"][:])
+            indexed = self.shards == number
+            if not (_lengths_agree(shard.mel_offsets, self.rows[indexed], self.n_frames[indexed])
+                    and _lengths_agree(shard.token_offsets, self.rows[indexed], self.n_tokens[indexed])):
+                file.close()
+                raise ValueError("its offsets disagree with the index")
+        except (OSError, KeyError, ValueError) as error:
+            raise StoreError(f"{path}: damaged shard ({one_line(error)}); run taco store-info --verify {self.path}") from None
+        return shard
+
+    def check_shards(self) -> None:
+        """Open each shard as reading an item does, then close them all: a StoreError names the first damaged one.
+
+        Training calls this before its DataLoader workers start: an error in a worker reaches the user inside the
+        worker's traceback, this one in one line.
+        """
+        try:
+            for number in range(len(self.shard_names)):
+                self._shard(number)
+        finally:
+            self.close()
 
     def close(self) -> None:
         for shard in self._open_shards.values():

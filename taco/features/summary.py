@@ -9,8 +9,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from taco.errors import one_line
 from taco.features.mel import clip_limits
-from taco.features.store import FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, read_tsv
+from taco.features.store import FAILURES_COLUMNS, FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, file_checksum, read_tsv
 
 # Unknown words named in the text summary, most frequent first: a large corpus has many names and rare
 # words, and a wall of them would bury the rest; store.json and --json hold them all.
@@ -20,13 +21,13 @@ LISTED_UNKNOWN_WORDS = 20
 def summarize(store_dir: str | Path, verify: bool = False) -> dict:
     """Counts per split, hours, failures by reason, clipped mel bins, configs and fingerprint of a finished store.
 
-    With `verify`, every shard is read in full and checked against the index; the problems found are
-    listed under "problems" (an empty list means the store is sound).
+    With `verify`, every shard is read in full and checked against its checksum and the index; the problems
+    found are listed under "problems" (an empty list means the store is sound).
     """
     store = FeatureStore(store_dir)
     info = store.info
     seconds_per_frame = info["feature_config"]["hop_length"] / info["feature_config"]["sample_rate"]
-    failures = read_tsv(store.path / FAILURES_FILE)
+    failures = read_tsv(store.path / FAILURES_FILE, FAILURES_COLUMNS)
     summary = {
         "store": str(store.path),
         "fingerprint": store.fingerprint,
@@ -68,20 +69,22 @@ def clipped_shares(info: dict) -> dict:
 
 
 def verify_store(store: FeatureStore) -> list[str]:
-    """Read every shard and compare it with the index: ids, lengths, shapes, fingerprint, finite values."""
+    """Read every shard and compare it with the index: checksum, ids, lengths, shapes, fingerprint, finite values."""
     problems = []
     n_mels = store.feature_config.n_mels
     n_symbols = len(store.symbols)
-    for name in store.info["shards"]:
+    for name, checksum in store.info["shards"].items():
         path = store.path / SHARD_DIR / name
         # a shard whose utterances all failed holds no index rows
         number = store.shard_names.index(name) if name in store.shard_names else -1
         indexed = np.flatnonzero(store.shards == number)
         try:
+            if file_checksum(path) != checksum:
+                problems.append(f"{name}: content differs from the checksum recorded when it was written")
             with h5py.File(path, "r") as shard:
                 problems += _shard_problems(store, name, shard, indexed, n_mels, n_symbols)
         except OSError as error:
-            problems.append(f"{name}: cannot be read ({error})")
+            problems.append(f"{name}: cannot be read ({one_line(error)})")
     return problems
 
 

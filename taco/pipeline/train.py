@@ -119,6 +119,7 @@ def train(
     each rank uses its LOCAL_RANK's GPU.
     """
     store = FeatureStore(store_dir)
+    store.check_shards()  # a damaged shard in one line, before a DataLoader worker would wrap it in its traceback
     run_dir = Path(run_dir)
     if resume != (model_config is None and train_config is None):
         raise ValueError("give a model and a training config for a new run, and neither to resume one")
