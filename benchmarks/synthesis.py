@@ -1,6 +1,7 @@
 """Synthesis speed on CPU: real-time factor, batched against one-by-one, and taco's Griffin-Lim against librosa's.
 
-    python benchmarks/synthesis.py [--threads T] [--repeat R] [--base-one-by-one N]
+    python benchmarks/synthesis.py [--threads T] [--repeat R] [--base-one-by-one N] [--vocoder-repeat V]
+                                   [--vocoders-only]
 
 Everything runs in this process on the CPU with `torch.set_num_threads(T)` (default: every usable core),
 on the first 16 usable lines of the bundled corpus/ljspeech_flite/metadata.csv (real English sentences).
@@ -38,6 +39,14 @@ its spoken characters (token ids less EOS) at 14 per second, so steps = ceil(sec
    padded batch in one call, as synthesis on a GPU does it, against each line alone at its own length, as
    synthesis on a CPU does it.
 
+5. HiFi-GAN against Griffin-Lim on the same 16 lengths: the public V1 and V3 generators (their configs from
+   tests/data/hifigan_generators.json, the manifest of the reference's configs; random weights, which cost
+   what trained ones do), `Vocoder.vocode_each` on random log mels (normal, mean -5, sd 2) of those frames,
+   batch 16 (mels padded to the longest, plus the silent tail) and batch 1. RTF = seconds / audio seconds
+   (frames x hop for HiFi-GAN, (frames - 1) x hop for Griffin-Lim). V1 takes a minute or two a run on 2
+   cores, so these run in the first V rounds only (`--vocoder-repeat`, default 1); `--vocoders-only` skips
+   the Tacotron2 and librosa measurements (1-3 and the clip of 4).
+
 Timings are the best of R runs. The measurements take turns, R rounds of all of them, so that a busy moment
 on the machine does not land on one of them only. Each configuration is run once, untimed, before the rounds.
 Another process holding a core ruins T-thread timings (torch's threads wait for each other), so the
@@ -50,6 +59,7 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -71,11 +81,18 @@ from taco.pipeline.checkpoint import save_checkpoint
 from taco.pipeline.griffin_lim import (DEFAULT_ITERATIONS, DEFAULT_MOMENTUM, griffin_lim, griffin_lim_lines,
                                        spectral_convergence)
 from taco.pipeline.model import PRESETS, Tacotron2
+from taco.pipeline.hifigan import Generator, HiFiGANConfig
 from taco.pipeline.synth import SynthConfig, Synthesizer
+from taco.pipeline.vocoder import Vocoder
 
 from report import describe_machine, describe_times, load_average, print_table, verdict
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_flite"
+HIFIGAN_MANIFEST = Path(__file__).resolve().parents[1] / "tests" / "data" / "hifigan_generators.json"
+HIFIGAN_VERSIONS = ("v1", "v3")
+DEFAULT_VOCODER_REPEAT = 1
+# Random log mels for HiFi-GAN: about the mean and spread of speech's natural-log mel bins.
+LOG_MEL_MEAN, LOG_MEL_SD = -5.0, 2.0
 N_LINES = 16
 BATCH_SIZE = 16  # SynthConfig's default
 PRESET_NAMES = ("tiny", "base")
@@ -99,6 +116,7 @@ CONTENDED_SPEEDUP = 1.2
 # Targets from the issue.
 TARGET_RTF = 0.5  # base + Griffin-Lim, batch 16, on 2 cores
 TARGET_BATCH_SPEEDUP = 4.0  # batch 16 per line against batch 1 per line
+TARGET_V1_RTF = 1.0  # HiFi-GAN V1 on 2 cores; V3 must beat Griffin-Lim at 32 iterations
 
 
 # ---- lines and their planned lengths ------------------------------------------------------------
@@ -256,6 +274,20 @@ def run_lines_griffin_lim(magnitudes: torch.Tensor, frames: list[int], features:
     return time.perf_counter() - start
 
 
+def hifigan_vocoder(version: str) -> Vocoder:
+    """The public `version` generator's architecture with random weights, on the CPU."""
+    config = json.loads(HIFIGAN_MANIFEST.read_text())[version]["config"]
+    torch.manual_seed(0)
+    return Vocoder(Generator(HiFiGANConfig.from_reference(config)), device="cpu")
+
+
+def run_hifigan(vocoder: Vocoder, log_mels: list[np.ndarray], batch_size: int) -> float:
+    """Wall seconds of `Vocoder.vocode_each` on the mels, `batch_size` at a time."""
+    start = time.perf_counter()
+    vocoder.vocode_each(log_mels, batch_size)
+    return time.perf_counter() - start
+
+
 # ---- machine ----------------------------------------------------------------------------------------
 
 
@@ -298,9 +330,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, help="runs of each measurement R")
     parser.add_argument("--base-one-by-one", type=int, default=DEFAULT_BASE_ONE_BY_ONE,
                         help=f"lines of the {N_LINES} that base synthesizes one by one")
+    parser.add_argument("--vocoder-repeat", type=int, default=DEFAULT_VOCODER_REPEAT,
+                        help="rounds (of the R) that include the HiFi-GAN measurements V")
+    parser.add_argument("--vocoders-only", action="store_true",
+                        help="only Griffin-Lim and HiFi-GAN on the lines' lengths, no Tacotron2, no librosa")
     args = parser.parse_args()
     if args.threads < 1 or args.repeat < 1 or not 1 <= args.base_one_by_one <= N_LINES:
         parser.error(f"--threads and --repeat must be at least 1, --base-one-by-one 1 to {N_LINES}")
+    if not 1 <= args.vocoder_repeat <= args.repeat:
+        parser.error("--vocoder-repeat must be 1 to --repeat")
     torch.set_num_threads(args.threads)
     features, text_config = FeatureConfig(), TextConfig()
     speedup_before, probe_before = probe(args.threads)
@@ -315,14 +353,16 @@ def main() -> None:
 
     measurements: dict[str, Callable[[], float]] = {}
     planned: dict[str, dict] = {}  # preset -> steps, reduction factor
+    for name in PRESET_NAMES:
+        r = PRESETS[name].reduction_factor
+        planned[name] = {"steps": [line.steps(features, r) for line in lines], "r": r}
     gl_waves: dict[str, object] = {}
-    with tempfile.TemporaryDirectory(prefix="taco-bench-synth-") as work:
-        synths = {name: Synthesizer(random_checkpoint(name, Path(work)), device="cpu") for name in PRESET_NAMES}
+    synths = {}
+    if not args.vocoders_only:
+        with tempfile.TemporaryDirectory(prefix="taco-bench-synth-") as work:
+            synths = {name: Synthesizer(random_checkpoint(name, Path(work)), device="cpu") for name in PRESET_NAMES}
     for name, synth in synths.items():
-        r = synth.model_config.reduction_factor
-        steps = [line.steps(features, r) for line in lines]
-        subset = one_by_one[name]
-        planned[name] = {"steps": steps, "r": r}
+        steps, subset = planned[name]["steps"], one_by_one[name]
         measurements[f"{name} model"] = lambda s=synth, st=steps: run_batched(s, lines, st, vocode=False)
         measurements[f"{name} vocoded"] = lambda s=synth, st=steps: run_batched(s, lines, st, vocode=True)
         measurements[f"{name} one by one"] = lambda s=synth, st=steps, sub=subset: run_one_by_one(
@@ -334,16 +374,27 @@ def main() -> None:
             return seconds
         return timed
 
-    measurements["gl taco"] = griffin_lim_run(
-        "gl taco", lambda: run_taco_griffin_lim(magnitude, features, args.threads))
-    measurements["gl taco 1"] = griffin_lim_run(
-        "gl taco 1", lambda: run_taco_griffin_lim(magnitude, features, 1))
-    measurements["gl librosa"] = griffin_lim_run("gl librosa", lambda: run_librosa_griffin_lim(magnitude, features))
+    if not args.vocoders_only:
+        measurements["gl taco"] = griffin_lim_run(
+            "gl taco", lambda: run_taco_griffin_lim(magnitude, features, args.threads))
+        measurements["gl taco 1"] = griffin_lim_run(
+            "gl taco 1", lambda: run_taco_griffin_lim(magnitude, features, 1))
+        measurements["gl librosa"] = griffin_lim_run("gl librosa", lambda: run_librosa_griffin_lim(magnitude, features))
     line_frames = [n * planned["tiny"]["r"] for n in planned["tiny"]["steps"]]
     line_magnitudes = torch.rand(N_LINES, features.n_fft // 2 + 1, max(line_frames),
                                  generator=torch.Generator().manual_seed(0))
     measurements["gl padded"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, each_alone=False)
     measurements["gl per line"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, each_alone=True)
+    vocoders = {version: hifigan_vocoder(version) for version in HIFIGAN_VERSIONS}
+    random_mels = torch.Generator().manual_seed(0)
+    log_mels = [(LOG_MEL_MEAN + LOG_MEL_SD * torch.randn(features.n_mels, n, generator=random_mels)).numpy()
+                for n in line_frames]
+    hifigan_keys = []
+    for version, vocoder in vocoders.items():
+        for batch_size in (BATCH_SIZE, 1):
+            key = f"hifigan {version} batch {batch_size}"
+            measurements[key] = lambda v=vocoder, b=batch_size: run_hifigan(v, log_mels, b)
+            hifigan_keys.append(key)
 
     print("warming up ...", file=sys.stderr)
     for name, synth in synths.items():
@@ -351,13 +402,17 @@ def main() -> None:
         run_batched(synth, lines, short, vocode=True)
         run_one_by_one(synth, lines[:1], short[:1])
     for key in ("gl taco", "gl taco 1", "gl librosa", "gl padded", "gl per line"):
-        measurements[key]()
+        if key in measurements:
+            measurements[key]()
+    for vocoder in vocoders.values():
+        run_hifigan(vocoder, [mel[:, :8] for mel in log_mels[:2]], 2)
 
     runs: dict[str, list[float]] = {key: [] for key in measurements}
     for number in range(1, args.repeat + 1):
         print(f"round {number}/{args.repeat} ...", file=sys.stderr)
         for key, measure in measurements.items():
-            runs[key].append(measure())
+            if key not in hifigan_keys or number <= args.vocoder_repeat:
+                runs[key].append(measure())
     speedup_after, probe_after = probe(args.threads)
     warning = contention_warning([speedup_before, speedup_after], args.threads)
 
@@ -387,11 +442,13 @@ def main() -> None:
     print(f"Griffin-Lim: {DEFAULT_ITERATIONS} iterations, momentum {DEFAULT_MOMENTUM}; synthesis power "
           f"{SynthConfig().power}; clip {entry.id}, {magnitude.shape[-1]} frames "
           f"({(magnitude.shape[-1] - 1) * features.hop_length / features.sample_rate:.2f} s)")
-    print(f"timings: best of {args.repeat} runs, taking turns")
+    print(f"HiFi-GAN: {', '.join(HIFIGAN_VERSIONS)} with random weights on random log mels of the tiny lines' "
+          f"{sum(line_frames)} frames; Griffin-Lim of the same lengths in the same rounds")
+    print(f"timings: best of {args.repeat} runs, taking turns (HiFi-GAN: of the first {args.vocoder_repeat})")
     print()
 
     rows = []
-    for name in PRESET_NAMES:
+    for name in synths:
         steps, r = planned[name]["steps"], planned[name]["r"]
         audio = sum(audio_seconds(n, r, features) for n in steps)
         model, vocoded = min(runs[f"{name} model"]), min(runs[f"{name} vocoded"])
@@ -403,7 +460,7 @@ def main() -> None:
         rows.append((f"{name}: RTF, model + Griffin-Lim, batch {BATCH_SIZE}",
                      f"{vocoded / audio:.3f} ({describe_times(runs[f'{name} vocoded'])}; Griffin-Lim "
                      f"{vocoded - model:.2f} s of it)", goal, result))
-    for name in PRESET_NAMES:
+    for name in synths:
         steps, r = planned[name]["steps"], planned[name]["r"]
         subset = one_by_one[name]
         audio = sum(audio_seconds(n, r, features) for n in steps)
@@ -417,20 +474,35 @@ def main() -> None:
                      f"{describe_times(runs[f'{name} one by one'])}, RTF {single / single_audio:.3f})", "", ""))
         rows.append((f"{name}: batch {BATCH_SIZE} speed-up per line", f"{speedup:.2f}x (ratio of RTFs)",
                      f">= {TARGET_BATCH_SPEEDUP:g}x", verdict(speedup >= TARGET_BATCH_SPEEDUP)))
-    random_phase = griffin_lim(magnitude, features, 0, seed=0)
-    rows.append(("Griffin-Lim, random phase (0 iterations)",
-                 f"spectral convergence {convergence(target, random_phase, features):.3f}", "", ""))
-    threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
-    for key, label in (("gl taco", f"taco, torch, {threads}"), ("gl taco 1", "taco, torch, 1 thread"),
-                       ("gl librosa", "librosa.griffinlim, numpy")):
-        rows.append((f"Griffin-Lim, {label}", f"{describe_times(runs[key])}, spectral convergence "
-                     f"{convergence(target, gl_waves[key], features):.3f}", "", ""))
-    rows.append(("Griffin-Lim, librosa / taco time", f"{min(runs['gl librosa']) / min(runs['gl taco']):.2f}x at "
-                 f"{threads}, {min(runs['gl librosa']) / min(runs['gl taco 1']):.2f}x at 1 thread", "", ""))
+    if not args.vocoders_only:
+        random_phase = griffin_lim(magnitude, features, 0, seed=0)
+        rows.append(("Griffin-Lim, random phase (0 iterations)",
+                     f"spectral convergence {convergence(target, random_phase, features):.3f}", "", ""))
+        threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
+        for key, label in (("gl taco", f"taco, torch, {threads}"), ("gl taco 1", "taco, torch, 1 thread"),
+                           ("gl librosa", "librosa.griffinlim, numpy")):
+            rows.append((f"Griffin-Lim, {label}", f"{describe_times(runs[key])}, spectral convergence "
+                         f"{convergence(target, gl_waves[key], features):.3f}", "", ""))
+        rows.append(("Griffin-Lim, librosa / taco time", f"{min(runs['gl librosa']) / min(runs['gl taco']):.2f}x at "
+                     f"{threads}, {min(runs['gl librosa']) / min(runs['gl taco 1']):.2f}x at 1 thread", "", ""))
     padded, per_line = min(runs["gl padded"]), min(runs["gl per line"])
     rows.append((f"Griffin-Lim of {N_LINES} tiny lines, padded batch / each at its own length",
                  f"{padded / per_line:.2f}x ({describe_times(runs['gl padded'])}; "
                  f"{describe_times(runs['gl per line'])})", "", ""))
+    gl_audio = sum((n - 1) * features.hop_length for n in line_frames) / features.sample_rate
+    hifigan_audio = sum(line_frames) * features.hop_length / features.sample_rate
+    gl_rtf = min(runs["gl per line"]) / gl_audio
+    rows.append((f"Griffin-Lim ({DEFAULT_ITERATIONS} iterations): RTF, {N_LINES} tiny lines each alone",
+                 f"{gl_rtf:.3f} ({describe_times(runs['gl per line'])} for {gl_audio:.1f} s)", "", ""))
+    for version in HIFIGAN_VERSIONS:
+        rtfs = {b: min(runs[f"hifigan {version} batch {b}"]) / hifigan_audio for b in (BATCH_SIZE, 1)}
+        goal, passed = (f"< {TARGET_V1_RTF:g}", min(rtfs.values()) < TARGET_V1_RTF) if version == "v1" else (
+            f"< Griffin-Lim's {gl_rtf:.3f}", min(rtfs.values()) < gl_rtf)
+        for b, rtf in rtfs.items():
+            last = b == 1
+            rows.append((f"HiFi-GAN {version.upper()}: RTF, batch {b}",
+                         f"{rtf:.3f} ({describe_times(runs[f'hifigan {version} batch {b}'])} for {hifigan_audio:.1f} s)",
+                         goal if last else "", verdict(passed) + " (the faster)" if last else ""))
     print_table(rows)
 
 

@@ -10,6 +10,9 @@ The Python API behind each `taco` command:
     model_config, train_config = load_config("tiny")
     train("stores/demo", "runs/demo", model_config, train_config)   # taco train
     [utterance] = synthesize("runs/demo/checkpoints/best.pt", ["Hello."])   # taco synth
+    vocoder = Vocoder.from_file("LJ_V1/generator_v1")   # a public HiFi-GAN generator, its config.json beside it
+    [utterance] = synthesize("runs/demo/checkpoints/best.pt", ["Hello."], vocoder=vocoder)  # taco synth --vocoder
+    vocode_files("LJ_V1/generator_v1", ["synth.npy"], "wavs")                               # taco vocode
     report = inspect("runs/demo/checkpoints/best.pt", "alignment", store_dir="stores/demo", split="val")
     wers = evaluate_intelligibility("runs/demo/checkpoints/best.pt", "stores/demo")  # pip install -e '.[bench]'
 """
@@ -34,6 +37,10 @@ _EXPORTS = {
     "SynthConfig": "taco.pipeline.synth",
     "Synthesizer": "taco.pipeline.synth",
     "synthesize": "taco.pipeline.synth",
+    "HiFiGANConfig": "taco.pipeline.hifigan",
+    "Vocoder": "taco.pipeline.vocoder",
+    "VocoderError": "taco.pipeline.vocoder",
+    "vocode_files": "taco.pipeline.vocoder",
     "inspect": "taco.pipeline.inspect",
     "evaluate_intelligibility": "taco.pipeline.intelligibility",
     "score_alignment": "taco.pipeline.alignment",

@@ -24,10 +24,11 @@ from taco.pipeline.presets import TRAINING_PRESETS, load_config
 from taco.pipeline.stored import SelectionError
 from taco.pipeline.synth import DEFAULT_POWER, SynthConfig, Synthesizer, to_log_mel, write_wav
 from taco.pipeline.train import TrainingError, train
+from taco.pipeline.vocoder import DEFAULT_BATCH_SIZE as VOCODE_BATCH_SIZE, Vocoder, VocoderError, vocode_files
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
 USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, InspectError, SelectionError, RecognizerError,
-               ValueError)
+               VocoderError, ValueError)
 _defaults = FeatureConfig()
 
 
@@ -39,7 +40,8 @@ def main():
     taco preprocess   corpus (LJSpeech layout) -> feature store
     taco store-info   what a feature store holds; --verify checks every shard
     taco train        feature store -> Tacotron2 checkpoints, logs and alignment plots
-    taco synth        checkpoint + text -> wav
+    taco synth        checkpoint + text -> wav (Griffin-Lim, or a HiFi-GAN generator with --vocoder)
+    taco vocode       saved log mels (.npy) + a HiFi-GAN generator -> wavs
     taco inspect-alignment  checkpoint + stored utterances or text -> alignment scores and plots
     """
 
@@ -194,20 +196,29 @@ def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resu
 @click.option("--power", default=DEFAULT_POWER, type=click.FloatRange(min=0, min_open=True), help="Magnitude exponent before Griffin-Lim (>1 sharpens).")
 @click.option("--max-decoder-steps", default=None, type=click.IntRange(min=1), help="Step limit (default: the checkpoint's).")
 @click.option("--save-mel", is_flag=True, help="Also write each mel as .npy: natural log, clamp 1e-5, (n_mels, frames), for NVIDIA/HiFi-GAN vocoders.")
+@click.option("--vocoder", "vocoder_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A HiFi-GAN generator file (the public LJ_V1/generator_v1, UNIVERSAL_V1/g_02500000, ...) instead of Griffin-Lim.")
+@click.option("--vocoder-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The generator's HiFi-GAN config (default: config.json beside --vocoder).")
+@click.option("--half", is_flag=True, help="Run the vocoder in float16 (CUDA only).")
 @click.option("--seed", default=0, help="Seed of the prenet's inference dropout.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_iters, power, max_decoder_steps,
-                  save_mel, seed, device, quiet):
+                  save_mel, vocoder_path, vocoder_config, half, seed, device, quiet):
     """Speak TEXT (or every line of --text-file) with the model in CHECKPOINT; write 16-bit wavs.
 
     The text goes through the checkpoint's own front end (characters or phonemes); characters it cannot
     speak, and with phonemes the words it spells out letter by letter, are reported. With phonemes,
-    {HH AH0 L OW1} in the text forces a pronunciation. Griffin-Lim turns the mels into audio.
+    {HH AH0 L OW1} in the text forces a pronunciation. Griffin-Lim turns the mels into audio (--gl-iters,
+    --power), or with --vocoder a HiFi-GAN generator (see `taco vocode --help` for what it must match).
     """
     if (text is None) == (text_file is None):
         raise click.UsageError("give TEXT or --text-file, not both")
+    if (vocoder_config or half) and not vocoder_path:
+        raise click.UsageError("--vocoder-config and --half go with --vocoder")
     try:
+        vocoder = Vocoder.from_file(vocoder_path, vocoder_config, device, half) if vocoder_path else None
         texts = [text] if text is not None else [line.strip() for line in open(text_file, encoding="utf-8") if line.strip()]
         if text is not None:
             paths = [Path(output)]
@@ -215,7 +226,7 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
             paths = [Path(out_dir) / f"{number:04d}.wav" for number in range(1, len(texts) + 1)]
         config = SynthConfig(batch_size=batch_size, max_decoder_steps=max_decoder_steps,
                              griffin_lim_iterations=gl_iters, power=power, seed=seed)
-        synthesizer = Synthesizer(checkpoint, device)
+        synthesizer = Synthesizer(checkpoint, device, vocoder)
         utterances = synthesizer.synthesize(texts, config, progress=not quiet and len(texts) > 1)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
@@ -234,6 +245,43 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         if utterance.hit_step_limit:
             click.echo(f"warning: {path.name}: reached the decoder step limit without stopping; written as cut", err=True)
         click.echo(f"{path}  {len(utterance.wave) / rate:.2f} s")
+
+
+@main.command("vocode")
+@click.argument("generator", type=click.Path(exists=True, dir_okay=False))
+@click.argument("mels", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out-dir", "-o", default="vocoded", type=click.Path(file_okay=False), help="Where the wavs go: one per mel, named after it.")
+@click.option("--vocoder-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The generator's HiFi-GAN config (default: config.json beside GENERATOR).")
+@click.option("--batch-size", default=VOCODE_BATCH_SIZE, type=click.IntRange(min=1), help="Mels vocoded together.")
+@click.option("--half", is_flag=True, help="Run the generator in float16 (CUDA only).")
+@click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def vocode_command(generator, mels, out_dir, vocoder_config, batch_size, half, device, quiet):
+    """Turn saved mels (MELS: .npy files) into 16-bit wavs with the HiFi-GAN generator in GENERATOR.
+
+    \b
+    GENERATOR is a file of github.com/jik876/hifi-gan ({"generator": state_dict}, either torch format),
+    e.g. LJ_V1/generator_v1 with its config.json beside it. Each mel is what `taco synth --save-mel`
+    writes, or any tool in the NVIDIA/tacotron2 and HiFi-GAN convention: natural log of the Slaney mel
+    magnitude clamped at 1e-5, shape (n_mels, frames). Each wav has frames x hop samples.
+
+    \b
+    The mel must be the generator's: `taco synth --vocoder` refuses a checkpoint whose sample rate, n_fft,
+    hop, window length, n_mels, f_min or f_max differ from the config's. What still differs from the
+    reference's mel does not matter to a listener: it pads (n_fft - hop) / 2 with center=False where taco
+    centres its frames (n_fft / 2), which moves the audio half a hop (5.8 ms) later; it adds 1e-9 under
+    each bin's square root, below the 1e-5 clamp; it trained on clips at peak 0.95, so quieter mels give
+    quieter audio. After each mel the generator hears silence, so a mel gives the same samples alone and
+    in a batch; the reference's zero padding (a loud log-mel) can differ in the last 14 frames' samples.
+    """
+    try:
+        written = vocode_files(generator, list(mels), out_dir, vocoder_config, batch_size, device, half,
+                               progress=not quiet and len(mels) > 1)
+    except USER_ERRORS as error:
+        raise click.ClickException(str(error)) from None
+    for path, seconds in written:
+        click.echo(f"{path}  {seconds:.2f} s")
 
 
 @main.command("inspect-alignment")

@@ -232,6 +232,12 @@ def clip_limits(normalization: str) -> tuple[float, float | None]:
     return floor, ceiling if math.isfinite(ceiling) else None
 
 
+def log_mel(feature: torch.Tensor, normalization: str) -> torch.Tensor:
+    """The normalized feature -> natural-log mel clamped at MEL_FLOOR, the input of NVIDIA/tacotron2's and
+    HiFi-GAN's vocoders; same shape and dtype. Computed in float64, so a `log` feature comes back unchanged."""
+    return normalize(denormalize(feature.double(), normalization), "log").to(feature.dtype)
+
+
 def denormalize(feature: torch.Tensor, normalization: str) -> torch.Tensor:
     """The normalized feature -> linear mel magnitude (exact inverse of `normalize` inside its clip range)."""
     if normalization == "log":

@@ -1,7 +1,8 @@
 """Synthesis: checkpoint + text -> mel -> waveform, batched, reading nothing but the checkpoint.
 
 Text goes through the same front end as the feature store (the checkpoint's text config and symbol
-table); the mel goes through Griffin-Lim with the checkpoint's feature config.
+table); the mel goes through Griffin-Lim with the checkpoint's feature config, or through a HiFi-GAN
+vocoder (taco.pipeline.vocoder) trained on the same mels.
 """
 
 from __future__ import annotations
@@ -9,18 +10,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile
 import torch
 
-from taco.features.mel import FeatureConfig, denormalize, normalize
+from taco.features.mel import FeatureConfig, log_mel
 from taco.features.text import TextConfig, encode
 from taco.pipeline.checkpoint import CheckpointError, load_checkpoint
 from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, griffin_lim_lines, mel_to_magnitude
 from taco.pipeline.batching import pad_tokens
 from taco.pipeline.model import Inference, ModelConfig, Tacotron2
 from taco.progress import progress_bar
+
+if TYPE_CHECKING:  # the vocoder module writes its wavs with write_wav from here
+    from taco.pipeline.vocoder import Vocoder
 
 # Griffin-Lim sharpening: raising the magnitude to 1.5 before phase recovery lowers its phasiness
 # (Tacotron 1, Wang et al. 2017; Coqui TTS's default `power`).
@@ -65,9 +70,10 @@ class Utterance:
 
 
 class Synthesizer:
-    """A model ready for inference, with the configs of the checkpoint it came from."""
+    """A model ready for inference, with the configs of the checkpoint it came from, and the vocoder that
+    turns its mels into audio: Griffin-Lim, or `vocoder` when given (refused unless it takes these mels)."""
 
-    def __init__(self, checkpoint_path: str | os.PathLike, device: str | None = None):
+    def __init__(self, checkpoint_path: str | os.PathLike, device: str | None = None, vocoder: Vocoder | None = None):
         checkpoint = load_checkpoint(checkpoint_path)
         for key in ("model", "model_config", "feature_config", "text_config", "symbols"):
             if key not in checkpoint:
@@ -80,6 +86,9 @@ class Synthesizer:
         self.model = Tacotron2(self.model_config)
         self.model.load_state_dict(checkpoint["model"])
         self.model.to(self.device).eval()
+        if vocoder is not None:
+            vocoder.check_features(self.feature_config, checkpoint_path)
+        self.vocoder = vocoder
 
     @torch.no_grad()
     def synthesize(self, texts: list[str], config: SynthConfig = SynthConfig(), progress: bool = False,
@@ -127,8 +136,13 @@ class Synthesizer:
         return utterances
 
     def vocode(self, mels: torch.Tensor, mel_lens: list[int], config: SynthConfig) -> list[np.ndarray]:
-        """(B, T, n_mels) padded mels -> each item's peak-normalized waveform: on a CPU each item alone at
-        its own length, on a GPU the padded batch at once, whose padding `griffin_lim_lines` silences."""
+        """(B, T, n_mels) padded mels -> each item's waveform. With a neural vocoder, the padded batch at once,
+        mel_lens[i] * hop samples each, at the level the vocoder renders. With Griffin-Lim, (mel_lens[i] - 1) *
+        hop samples peak-normalized: on a CPU each item alone at its own length, on a GPU the padded batch at
+        once, whose padding `griffin_lim_lines` silences."""
+        if self.vocoder is not None:
+            # (B, T, n_mels) -> (B, n_mels, T) natural-log mels
+            return self.vocoder.vocode(log_mel(mels.transpose(1, 2).float(), self.feature_config.normalization), mel_lens)
         # (B, T, n_mels) -> (B, n_mels, T) -> (B, n_freqs, T)
         magnitudes = mel_to_magnitude(mels.transpose(1, 2).float(), self.feature_config)
         waves = griffin_lim_lines(magnitudes, mel_lens, self.feature_config, each_alone=self.device.type == "cpu",
@@ -150,9 +164,10 @@ def inference_item(inference: Inference, row: int, n_tokens: int, reduction_fact
 
 
 def synthesize(checkpoint_path: str | os.PathLike, texts: list[str], config: SynthConfig = SynthConfig(),
-               device: str | None = None) -> list[Utterance]:
-    """The Python API of `taco synth`: waveforms (and mels, alignments) for `texts`."""
-    return Synthesizer(checkpoint_path, device).synthesize(texts, config)
+               device: str | None = None, vocoder: Vocoder | None = None) -> list[Utterance]:
+    """The Python API of `taco synth`: waveforms (and mels, alignments) for `texts`, through Griffin-Lim or
+    `vocoder` (`taco.Vocoder.from_file(generator_path)`)."""
+    return Synthesizer(checkpoint_path, device, vocoder).synthesize(texts, config)
 
 
 def peak_normalize(wave: np.ndarray) -> np.ndarray:
@@ -169,6 +184,5 @@ def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
 def to_log_mel(mel: np.ndarray, normalization: str) -> np.ndarray:
     """(frames, n_mels) taco feature -> (n_mels, frames) natural-log mel clamped at 1e-5, the input
     convention of NVIDIA/tacotron2's and HiFi-GAN's vocoders."""
-    magnitude = denormalize(torch.from_numpy(mel).double(), normalization)
     # (frames, n_mels) -> (n_mels, frames)
-    return normalize(magnitude, "log").T.float().numpy()
+    return log_mel(torch.from_numpy(mel), normalization).T.numpy()
