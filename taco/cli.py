@@ -153,7 +153,7 @@ def store_info_command(store_dir, verify, as_json):
                    '{"preset": "tiny", "model": {...}, "training": {...}} overriding any field.')
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (default: the config's).")
 @click.option("--batch-frames", type=click.IntRange(min=1), default=None, help="Padded mel frames per batch (default: the config's).")
-@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its latest checkpoint, exactly where it stopped.")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its newest checkpoint, exactly where it stopped; --config and --batch-frames, if given, must be the run's own.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available). Under torchrun each rank takes its own GPU.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resume, device, quiet):
@@ -166,11 +166,10 @@ def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resu
     Ctrl-C (or SIGTERM) stops after the current step and writes a checkpoint; --resume continues.
     """
     try:
-        if resume:
-            if config_spec is not None or batch_frames is not None:
-                raise click.UsageError("a resumed run keeps its configuration: drop --config and --batch-frames")
-            configs = (None, None)
+        if resume and config_spec is None and batch_frames is None:
+            configs = (None, None)  # the run's own
         else:
+            # on resume, train() checks that these equal the run's own
             model_config, train_config = load_config(config_spec or "tiny")
             if batch_frames:
                 train_config = dataclasses.replace(train_config, batch_frames=batch_frames, batch_size=None)

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import time
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from taco.cli import main
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
 from taco.pipeline.checkpoint import load_checkpoint, step_file
@@ -156,6 +159,64 @@ def test_resume_refuses_a_store_with_another_fingerprint(small_store, tmp_path, 
     preprocess(make_corpus(4), other, FeatureConfig(normalization="log"), jobs=1, val_count=1, progress=False)
     with pytest.raises(TrainingError, match="fingerprint"):
         train(other, tmp_path / "run", resume=True, progress=False)
+
+
+@pytest.fixture
+def copied_run(micro_run, tmp_path):
+    """A copy of the MICRO run's folder, to change and resume."""
+    return shutil.copytree(micro_run[0], tmp_path / "run")
+
+
+def test_a_run_whose_only_checkpoint_is_best_resumes_from_it_exactly_and_refuses_a_new_run(small_store, micro_run, copied_run):
+    for path in (copied_run / "checkpoints").glob("step_*.pt"):
+        path.unlink()
+    with pytest.raises(TrainingError, match=r"already holds checkpoints \(best.pt\)"):
+        train(small_store, copied_run, *micro(), progress=False)
+
+    summary = train(small_store, copied_run, resume=True, progress=False)
+
+    assert summary["steps"] == 8
+    whole, resumed = weights(micro_run[0], 8), weights(copied_run, 8)
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
+def test_a_truncated_latest_checkpoint_is_passed_over_with_a_warning_naming_both(small_store, micro_run, copied_run, capsys):
+    latest = copied_run / "checkpoints" / step_file(8)
+    latest.write_bytes(latest.read_bytes()[:1000])
+
+    train(small_store, copied_run, resume=True, progress=False)
+
+    warning = capsys.readouterr().err
+    assert f"warning: {latest}: not a readable taco checkpoint" in warning and "resuming from" in warning
+    whole, resumed = weights(micro_run[0], 8), weights(copied_run, 8)
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
+def test_the_next_run_removes_the_temporary_files_of_killed_saves(small_store, copied_run):
+    leftover = copied_run / "checkpoints" / f"{step_file(12)}.tmp-99999"
+    leftover.write_bytes(b"half a checkpoint")
+    train(small_store, copied_run, resume=True, progress=False)
+    assert not leftover.exists()
+
+
+def test_resume_accepts_the_runs_own_config_and_refuses_another_naming_the_fields(small_store, copied_run, micro_config):
+    own = CliRunner().invoke(main, ["train", str(small_store), str(copied_run), "--resume", "--config", str(micro_config),
+                                    "--device", "cpu", "--quiet"])
+    assert own.exit_code == 0, own.output
+
+    with pytest.raises(TrainingError, match=r"keeps its configuration.*training.learning_rate \(the run's 0.001, given 0.002\)"):
+        train(small_store, copied_run, *micro(learning_rate=2e-3), resume=True, progress=False)
+
+
+def test_resume_refuses_a_store_of_other_utterances_made_the_same_way(small_store, copied_run, tmp_path, make_corpus):
+    from taco.features.preprocess import preprocess
+
+    other = tmp_path / "other_store"
+    preprocess(make_corpus(4), other, jobs=1, val_count=1, progress=False)
+    assert FeatureStore(other).fingerprint == FeatureStore(small_store).fingerprint
+    with pytest.raises(TrainingError, match=f"the 8 training utterances of {small_store}, but {other} holds other "
+                                            r"utterances \(3 for training\)"):
+        train(other, copied_run, resume=True, progress=False)
 
 
 def test_a_new_run_refuses_a_folder_that_holds_checkpoints(small_store, tmp_path):

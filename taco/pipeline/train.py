@@ -27,11 +27,12 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
 from taco.config import JsonConfig
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import BucketBatchSampler, collate
-from taco.pipeline.checkpoint import Progress, latest_checkpoint, load_checkpoint, restore_rng_states
+from taco.pipeline.checkpoint import Progress, all_checkpoints, latest_checkpoint, load_newest, restore_rng_states
 from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.run_folder import RunWriter
@@ -112,24 +113,26 @@ def train(
     """Train Tacotron2 on a feature store into `run_dir`; returns a summary of the run.
 
     A new run needs both configs; `model_config.n_symbols` and `n_mels` are taken from the store. With
-    `resume`, the configs come from the latest checkpoint in `run_dir` (pass none) and training continues
-    exactly where it stopped. `max_steps`, when given, replaces the configured number of steps (to train
-    longer on resume; the learning-rate schedule stretches to it). `stop_at` ends this call at that step
+    `resume`, the configs come from the newest checkpoint in `run_dir` (configs given too must equal them)
+    and training continues exactly where it stopped. `max_steps`, when given, replaces the configured
+    number of steps (to train longer on resume; the learning-rate schedule stretches to it). `stop_at` ends this call at that step
     and leaves the schedule alone, for training in pieces that resume one another. `device`: "cpu", "cuda", "cuda:1", ...; default CUDA when available. Under torchrun,
     each rank uses its LOCAL_RANK's GPU.
     """
     store = FeatureStore(store_dir)
     run_dir = Path(run_dir)
-    if resume != (model_config is None and train_config is None):
-        raise ValueError("give a model and a training config for a new run, and neither to resume one")
+    if (model_config is None) != (train_config is None) or (model_config is None and not resume):
+        raise ValueError("give a model and a training config for a new run; to resume one, give both or neither")
     rank, world_size = _start_distributed(device)
     device = _pick_device(device)
     checkpoint = _checkpoint_to_resume(run_dir, store, resume)
-    if checkpoint is not None:
-        model_config = ModelConfig.from_dict(checkpoint["model_config"])
-        train_config = TrainConfig.from_dict(checkpoint["training_config"])
-    else:
+    if model_config is not None:
         model_config = dataclasses.replace(model_config, n_symbols=len(store.symbols), n_mels=store.feature_config.n_mels)
+    if checkpoint is not None:
+        saved = (ModelConfig.from_dict(checkpoint["model_config"]), TrainConfig.from_dict(checkpoint["training_config"]))
+        if model_config is not None:
+            _refuse_other_configs(run_dir, (model_config, train_config), saved, max_steps)
+        model_config, train_config = saved
     if max_steps is not None:
         train_config = dataclasses.replace(train_config, max_steps=max_steps)
     last_step = train_config.max_steps if stop_at is None else min(stop_at, train_config.max_steps)
@@ -352,20 +355,52 @@ def _autocast(dtype: torch.dtype | None, device: torch.device):
 
 
 def _checkpoint_to_resume(run_dir: Path, store: FeatureStore, resume: bool) -> dict | None:
-    latest = latest_checkpoint(run_dir / "checkpoints")
+    checkpoint_dir = run_dir / "checkpoints"
     if not resume:
-        if latest is not None:
-            raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue that run, or choose another folder")
+        if existing := all_checkpoints(checkpoint_dir):
+            raise TrainingError(f"{run_dir}: already holds checkpoints ({', '.join(path.name for path in existing)}); "
+                                "pass --resume to continue that run, or choose another folder")
         return None
-    if latest is None:
+    newest = load_newest(checkpoint_dir, _warn)
+    if newest is None:
         raise TrainingError(f"{run_dir}: no checkpoint to resume from")
-    checkpoint = load_checkpoint(latest)
+    path, checkpoint = newest
     if checkpoint["store_fingerprint"] != store.fingerprint:
         raise TrainingError(
-            f"{latest} was trained on a store with fingerprint {checkpoint['store_fingerprint']}, but {store.path} "
+            f"{path} was trained on a store with fingerprint {checkpoint['store_fingerprint']}, but {store.path} "
             f"has {store.fingerprint}: resuming would mix features made differently"
         )
+    # checkpoints written before stores had a content fingerprint lack it; their sampler state still
+    # refuses a store with another number of training utterances
+    if "store_content" in checkpoint and checkpoint["store_content"] != store.content_fingerprint:
+        raise TrainingError(
+            f"{path} was trained on the {checkpoint['sampler']['n_utterances']} training utterances of "
+            f"{checkpoint['store']}, but {store.path} holds other utterances ({len(store.split_indices('train'))} "
+            "for training): resuming would go on with other data; resume with the run's own store"
+        )
     return checkpoint
+
+
+def _refuse_other_configs(run_dir: Path, given: tuple[ModelConfig, TrainConfig],
+                          saved: tuple[ModelConfig, TrainConfig], max_steps: int | None) -> None:
+    """A resumed run keeps its configuration: configs given on resume must equal the run's own."""
+    if max_steps is not None:
+        # max_steps replaces the configured number of steps, the run's as well as the given one's
+        given = (given[0], dataclasses.replace(given[1], max_steps=max_steps))
+        saved = (saved[0], dataclasses.replace(saved[1], max_steps=max_steps))
+    differences = [
+        f"{kind}.{name} (the run's {value!r}, given {mine.to_dict()[name]!r})"
+        for kind, mine, theirs in zip(("model", "training"), given, saved)
+        for name, value in theirs.to_dict().items()
+        if mine.to_dict()[name] != value
+    ]
+    if differences:
+        raise TrainingError(f"{run_dir}: a resumed run keeps its configuration, and the one given differs in "
+                            f"{', '.join(differences)}; resume without --config, or start a new run in another folder")
+
+
+def _warn(message: str) -> None:
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 class _StopSignal:
