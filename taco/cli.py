@@ -22,12 +22,12 @@ from taco.pipeline.asr import RecognizerError, word_error_rate
 from taco.pipeline.inspect import InspectError, inspect, report_columns, report_line
 from taco.pipeline.presets import TRAINING_PRESETS, load_config
 from taco.pipeline.stored import SelectionError
-from taco.pipeline.synth import DEFAULT_POWER, SynthConfig, Synthesizer, to_log_mel, write_wav
+from taco.pipeline.synth import DEFAULT_POWER, SynthConfig, SynthesisError, Synthesizer, to_log_mel, write_wav
 from taco.pipeline.train import TrainingError, train
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
 USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, InspectError, SelectionError, RecognizerError,
-               ValueError)
+               SynthesisError, ValueError)
 _defaults = FeatureConfig()
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 from taco.cli import main
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
-from taco.pipeline.checkpoint import load_checkpoint, step_file
+from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_file
 from taco.pipeline.losses import guided_attention_loss, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.train import TrainConfig, TrainingError, learning_rate_factor, make_loaders, train
@@ -239,6 +240,37 @@ def test_non_finite_losses_skip_steps_and_too_many_stop_the_run(small_store, tmp
     model_config, train_config = micro(max_steps=50, max_nonfinite_steps=3)
     with pytest.raises(TrainingError, match="NaN/inf for 3 steps in a row at step 7.*step_00000004.pt"):
         train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+
+
+@pytest.fixture
+def nan_store(small_store, tmp_path):
+    """A copy of `small_store` whose first training utterance has NaN in its first mel frame: (store, that id)."""
+    store_dir = shutil.copytree(small_store, tmp_path / "nan_store")
+    store = FeatureStore(store_dir)
+    position = int(store.split_indices("train")[0])
+    shard, row = store.shards[position], store.rows[position]
+    with h5py.File(store_dir / "shards" / store.shard_names[shard], "r+") as file:
+        file["mels"][file["mel_offsets"][row]] = float("nan")
+    return store_dir, store.ids[position]
+
+
+def test_a_nan_in_a_shard_skips_its_batches_by_name_and_never_reaches_a_checkpoint(nan_store, tmp_path, capsys):
+    store, bad_id = nan_store
+    summary = train(store, tmp_path / "run", *micro(), progress=False)
+
+    assert f"{bad_id} has NaN/inf in its mel" in capsys.readouterr().err
+    json.dumps(summary, allow_nan=False)
+    for path in (tmp_path / "run" / "checkpoints").iterdir():
+        model = load_checkpoint(path)["model"]
+        # the BatchNorm running statistics too, which a forward pass on the NaN would have taken in
+        assert all(torch.isfinite(tensor).all() for tensor in model.values() if tensor.is_floating_point()), path.name
+
+
+def test_a_model_holding_nan_is_never_saved(tmp_path):
+    path = tmp_path / "step_00000001.pt"
+    with pytest.raises(CheckpointError, match=r"not saved: the model holds NaN/inf in postnet.running_var"):
+        save_checkpoint(path, {"model": {"postnet.weight": torch.ones(2), "postnet.running_var": torch.tensor([1.0, math.nan])}})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ranks_get_disjoint_batches_of_equal_count(small_store):

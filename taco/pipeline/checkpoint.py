@@ -41,7 +41,13 @@ def step_file(step: int) -> str:
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """Write atomically: a temporary file, fsync, rename. A killed save leaves the previous files intact."""
+    """Write atomically: a temporary file, fsync, rename. A killed save leaves the previous files intact.
+
+    Refuses (CheckpointError) a model that holds NaN/inf: it would only ever make NaN mels and silent wavs."""
+    nonfinite = [name for name, tensor in checkpoint["model"].items()
+                 if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if nonfinite:
+        raise CheckpointError(f"{path}: not saved: the model holds NaN/inf in {', '.join(nonfinite)}")
     temporary = path.with_name(f"{path.name}{_TEMPORARY}{os.getpid()}")
     with open(temporary, "wb") as file:
         torch.save({"checkpoint_format": CHECKPOINT_FORMAT} | checkpoint, file)

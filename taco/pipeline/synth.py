@@ -29,6 +29,10 @@ DEFAULT_POWER = 1.5
 PEAK_LEVEL = 0.95
 
 
+class SynthesisError(Exception):
+    """A line that cannot be spoken or written as asked; str() is a one-line explanation."""
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """How to synthesize; nothing here changes the model."""
@@ -86,7 +90,8 @@ class Synthesizer:
                    vocode: bool = True) -> list[Utterance]:
         """Mels, alignments and (with `vocode`) waveforms for `texts`, in their order.
 
-        Texts with nothing to speak raise ValueError naming them."""
+        Texts with nothing to speak raise ValueError naming them; a NaN/inf mel or waveform raises
+        SynthesisError naming its text."""
         encoded = [encode(text, self.text_config) for text in texts]
         for number, (text, item) in enumerate(zip(texts, encoded), start=1):
             if len(item.ids) <= int(self.text_config.add_eos):
@@ -100,6 +105,7 @@ class Synthesizer:
                 chunk = order[start : start + config.batch_size]
                 batch = self._synthesize_batch([texts[i] for i in chunk], [encoded[i] for i in chunk], config, vocode)
                 for i, utterance in zip(chunk, batch):
+                    _refuse_nonfinite(i + 1, utterance)
                     results[i] = utterance
                 bar.update(len(chunk))
         return results
@@ -134,6 +140,16 @@ class Synthesizer:
         waves = griffin_lim_lines(magnitudes, mel_lens, self.feature_config, each_alone=self.device.type == "cpu",
                                   iterations=config.griffin_lim_iterations, power=config.power, seed=config.seed)
         return [peak_normalize(wave.cpu().numpy()) for wave in waves]
+
+
+def _refuse_nonfinite(number: int, utterance: Utterance) -> None:
+    """NaN/inf would reach the wav as full-scale noise or silence; say which line it was instead."""
+    line = f"text {number} ({utterance.text!r})"
+    if not np.isfinite(utterance.mel).all():
+        raise SynthesisError(f"{line}: the model's mel is NaN/inf; the checkpoint's weights are broken")
+    if utterance.wave is not None and not np.isfinite(utterance.wave).all():
+        raise SynthesisError(f"{line}: Griffin-Lim's waveform is NaN/inf; a lower power (--power) keeps the "
+                             "magnitudes it raises within float32")
 
 
 def inference_item(inference: Inference, row: int, n_tokens: int, reduction_factor: int

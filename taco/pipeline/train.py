@@ -144,6 +144,7 @@ def train(
     autocast_dtype = _autocast_dtype(train_config.amp, device)
     scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
     sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size)
+    train_rows = store.split_indices("train")
     state = Progress()
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -175,7 +176,10 @@ def train(
                 state.batches_done += 1
                 if terms is None:
                     nonfinite_in_a_row += 1
-                    bar.write(f"step {state.step}: loss or gradient was NaN/inf, step skipped", file=sys.stderr)
+                    # the batch just trained on is number batches_done - 1 of this epoch
+                    bad = _nonfinite_ids(batch, sampler.batch(state.batches_done - 1), train_rows, store)
+                    reason = f"{', '.join(bad)} has NaN/inf in its mel" if bad else "loss or gradient was NaN/inf"
+                    bar.write(f"step {state.step}: {reason}, step skipped", file=sys.stderr)
                     if nonfinite_in_a_row >= train_config.max_nonfinite_steps:
                         raise TrainingError(
                             f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step {state.step}; "
@@ -224,13 +228,23 @@ def train(
         "stopped_by": "signal" if stop.requested else ("max_steps" if state.step >= train_config.max_steps else "stop_at"),
         "last_loss": _as_floats(last_terms),
         "last_val_loss": _as_floats(last_val_loss),
-        "best_val_loss": None if math.isinf(state.best_val_loss) else state.best_val_loss,
+        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
         "checkpoint": str(latest_checkpoint(run_dir / "checkpoints")),
     }
 
 
-def _as_floats(terms: LossTerms | None) -> dict[str, float] | None:
-    return None if terms is None else {name: value.item() for name, value in terms._asdict().items()}
+def _as_floats(terms: LossTerms | None) -> dict[str, float | None] | None:
+    """Loss terms as plain floats; NaN/inf as None, which JSON can hold."""
+    if terms is None:
+        return None
+    return {name: value.item() if torch.isfinite(value) else None for name, value in terms._asdict().items()}
+
+
+def _nonfinite_ids(batch: dict[str, torch.Tensor], positions: list[int], train_rows, store: FeatureStore) -> list[str]:
+    """Ids of the utterances in `batch` whose mels hold NaN/inf; `positions` are the batch's positions in `train_rows`."""
+    # (B, T_mel, n_mels) -> (B,)
+    finite = torch.isfinite(batch["mels"]).flatten(1).all(1).tolist()
+    return [store.ids[train_rows[position]] for position, ok in zip(positions, finite) if not ok]
 
 
 def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: TrainConfig, rank: int = 0,
@@ -262,9 +276,16 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
 
 
 def _train_step(model, optimizer, scaler, batch, model_config, train_config, step, autocast_dtype, device):
-    """One optimizer step. Returns (loss terms, grad norm tensor), or (None, None) when it was skipped as non-finite."""
+    """One optimizer step. Returns (loss terms, grad norm tensor), or (None, None) when it was skipped: its
+    batch's mels, or its loss or gradient, were NaN/inf (on any rank: the ranks must agree, or their
+    weights would drift apart). A skipped step changes nothing in the model."""
+    # checked before the forward pass: BatchNorm would take a NaN into its running statistics
+    if not _on_every_rank(torch.isfinite(batch["mels"]).all()):
+        return None, None
     optimizer.zero_grad(set_to_none=True)
     model.train()
+    # the forward pass updates BatchNorm's running statistics: kept to put back if the step is skipped
+    buffers = [buffer.clone() for buffer in model.buffers()]
     with _autocast(autocast_dtype, device):
         output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
     terms = _loss(output, batch, model_config, train_config, step)
@@ -274,11 +295,9 @@ def _train_step(model, optimizer, scaler, batch, model_config, train_config, ste
     else:
         terms.total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-    finite = torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm)
-    if dist.is_initialized():
-        # every rank must take the same decision, or their weights drift apart
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if not finite:
+    if not _on_every_rank(torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm)):
+        for buffer, kept in zip(model.buffers(), buffers):
+            buffer.copy_(kept)
         if scaler is not None:
             scaler.update()  # lets the scaler lower its scale after an overflow
         return None, None
@@ -288,6 +307,13 @@ def _train_step(model, optimizer, scaler, batch, model_config, train_config, ste
     else:
         optimizer.step()
     return LossTerms(*(term.detach() for term in terms)), grad_norm.detach()
+
+
+def _on_every_rank(flag: torch.Tensor) -> bool:
+    """Whether a boolean tensor is true on every rank (on this one alone without torchrun)."""
+    if dist.is_initialized():
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)
 
 
 def _loss(output, batch, model_config, train_config, step) -> LossTerms:
