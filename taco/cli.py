@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from taco.pipeline.presets import TRAINING_PRESETS, load_config
 from taco.pipeline.stored import SelectionError
 from taco.pipeline.synth import DEFAULT_POWER, SynthConfig, SynthesisError, Synthesizer, to_log_mel, write_wav
 from taco.pipeline.train import TrainingError, train
+from taco.signals import Interrupted, exit_status, interrupted_by_signals
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
 USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, InspectError, SelectionError, RecognizerError,
@@ -90,7 +92,8 @@ def preprocess_command(corpus_dir, store_dir, metadata, audio_dir, train_metadat
     Computes token IDs and normalized mel spectrograms once, in parallel, into HDF5 shards. Audio that is
     missing, empty, corrupt, silent or too long, and text with nothing to say, are skipped and listed in
     STORE_DIR/failures.tsv. Re-running the same command finishes an interrupted run and skips the shards
-    already complete. Exits non-zero only if no utterance could be processed.
+    already complete. Exits non-zero only if no utterance could be processed, or with 130 (143) when
+    Ctrl-C (SIGTERM) stopped it.
 
     On a Dask cluster: pip install 'taco[dask]', start a scheduler and workers that see CORPUS_DIR and
     STORE_DIR at the same paths (a shared file system), and pass --dask-scheduler tcp://HOST:8786.
@@ -103,17 +106,18 @@ def preprocess_command(corpus_dir, store_dir, metadata, audio_dir, train_metadat
         if dask_scheduler:
             backend = "dask"
             _connect_dask(dask_scheduler)
-        summary = preprocess(
-            corpus_dir, store_dir, features, text, metadata=metadata, audio_dir=audio_dir,
-            train_metadata=train_metadata, val_metadata=val_metadata, val_fraction=val_fraction,
-            val_count=val_count, seed=seed, max_seconds=max_seconds, shard_size=shard_size, jobs=jobs,
-            backend=backend, overwrite=overwrite, progress=not quiet,
-        )
+        with interrupted_by_signals():
+            summary = preprocess(
+                corpus_dir, store_dir, features, text, metadata=metadata, audio_dir=audio_dir,
+                train_metadata=train_metadata, val_metadata=val_metadata, val_fraction=val_fraction,
+                val_count=val_count, seed=seed, max_seconds=max_seconds, shard_size=shard_size, jobs=jobs,
+                backend=backend, overwrite=overwrite, progress=not quiet,
+            )
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted: the finished shards are kept; run the same command again to finish", err=True)
-        sys.exit(130)
+    except Interrupted as stop:
+        click.echo(f"{stop}: the finished shards are kept; run the same command again to finish", err=True)
+        sys.exit(exit_status(stop.signum))
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
     if sum(summary["utterances"].values()) == 0:
         raise click.ClickException(f"no utterance could be processed; the reasons are in {store_dir}/failures.tsv")
@@ -163,7 +167,8 @@ def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resu
     \b
     Multi-GPU (or multi-process on CPU, with gloo):
       torchrun --nproc_per_node 4 -m taco train STORE_DIR RUN_DIR --config base
-    Ctrl-C (or SIGTERM) stops after the current step and writes a checkpoint; --resume continues.
+    Ctrl-C (or SIGTERM, to the whole process group as schedulers send it) stops after the current step,
+    writes a checkpoint and exits with 130 (143); --resume continues.
     """
     try:
         if resume and config_spec is None and batch_frames is None:
@@ -179,6 +184,9 @@ def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resu
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(json.dumps(summary, indent=2))
+    if summary["stopped_by"] == "signal":
+        click.echo(f"stopped by {summary['signal']}: --resume continues from {summary['checkpoint']}", err=True)
+        sys.exit(exit_status(signal.Signals[summary["signal"]]))
 
 
 @main.command("synth")

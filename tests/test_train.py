@@ -120,34 +120,69 @@ def wait_for(path, seconds=120):
         time.sleep(0.01)
 
 
-def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(small_store, micro_config, tmp_path):
-    steps = 12
-    common = ("--config", micro_config, "--device", "cpu", "--quiet")
-    uninterrupted = run_cli("train", small_store, tmp_path / "straight", *common, "--max-steps", steps)
-    assert uninterrupted.wait() == 0, uninterrupted.stderr.read().decode()
+# steps of the runs that are interrupted and resumed, and of the uninterrupted run they must equal
+RESUME_STEPS = 12
 
-    killed = run_cli("train", small_store, tmp_path / "killed", *common, "--max-steps", steps)
+
+def write_config(path, **training):
+    """The MICRO config as a JSON file, with training fields replaced by `training`."""
+    path.write_text(json.dumps(MICRO | {"training": MICRO["training"] | training}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def straight_run(small_store, tmp_path_factory):
+    """An uninterrupted MICRO run of RESUME_STEPS steps through the CLI: its run folder."""
+    root = tmp_path_factory.mktemp("straight")
+    process = run_cli("train", small_store, root / "run", "--config", write_config(root / "micro.json"),
+                      "--device", "cpu", "--quiet", "--max-steps", RESUME_STEPS)
+    assert process.wait() == 0, process.stderr.read().decode()
+    return root / "run"
+
+
+def assert_same_weights(run_dir, other_run_dir, step):
+    expected, actual = weights(run_dir, step), weights(other_run_dir, step)
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, actual[name]), name
+
+
+def resume_cli(store, run_dir):
+    resumed = run_cli("train", store, run_dir, "--resume", "--device", "cpu", "--quiet", "--max-steps", RESUME_STEPS)
+    assert resumed.wait() == 0, resumed.stderr.read().decode()
+
+
+def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(small_store, straight_run, micro_config, tmp_path):
+    killed = run_cli("train", small_store, tmp_path / "killed", "--config", micro_config, "--device", "cpu", "--quiet",
+                     "--max-steps", RESUME_STEPS)
     wait_for(tmp_path / "killed" / "checkpoints" / step_file(4))
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert not (tmp_path / "killed" / "checkpoints" / step_file(steps)).exists(), "finished before the kill"
+    assert not (tmp_path / "killed" / "checkpoints" / step_file(RESUME_STEPS)).exists(), "finished before the kill"
 
-    resumed = run_cli("train", small_store, tmp_path / "killed", "--resume", "--device", "cpu", "--quiet", "--max-steps", steps)
-    assert resumed.wait() == 0, resumed.stderr.read().decode()
+    resume_cli(small_store, tmp_path / "killed")
 
-    straight, after_resume = weights(tmp_path / "straight", steps), weights(tmp_path / "killed", steps)
-    for name, tensor in straight.items():
-        assert torch.equal(tensor, after_resume[name]), name
+    assert_same_weights(straight_run, tmp_path / "killed", RESUME_STEPS)
 
 
-def test_sigterm_stops_after_the_step_and_writes_a_checkpoint(small_store, micro_config, tmp_path):
-    process = run_cli("train", small_store, tmp_path / "run", "--config", micro_config, "--max-steps", 100000, "--quiet")
-    wait_for(tmp_path / "run" / "checkpoints" / step_file(4))
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
+def test_a_group_sigterm_saves_the_step_exits_143_and_resume_matches_an_uninterrupted_run(small_store, straight_run, tmp_path):
+    # as timeout, SLURM and systemd do: SIGTERM to the whole process group, two DataLoader workers included
+    config = write_config(tmp_path / "workers.json", num_workers=2)
+    run = tmp_path / "run"
+    process = run_cli("train", small_store, run, "--config", config, "--device", "cpu", "--quiet",
+                      "--max-steps", RESUME_STEPS, start_new_session=True)
+    wait_for(run / "checkpoints" / step_file(4))
+    os.killpg(process.pid, signal.SIGTERM)
+    output, errors = process.communicate(timeout=120)
+
+    assert process.returncode == 143, errors.decode()
     summary = json.loads(output)
-    assert process.returncode == 0 and summary["stopped_by"] == "signal"
-    assert summary["checkpoint"].endswith(f"step_{summary['steps']:08d}.pt")
+    assert summary["stopped_by"] == "signal" and summary["signal"] == "SIGTERM"
+    assert summary["steps"] < RESUME_STEPS, "finished before the signal"
+    assert summary["checkpoint"].endswith(step_file(summary["steps"]))
+
+    resume_cli(small_store, run)
+
+    assert_same_weights(straight_run, run, RESUME_STEPS)
 
 
 def test_resume_refuses_a_store_with_another_fingerprint(small_store, tmp_path, make_corpus):
@@ -177,8 +212,7 @@ def test_a_run_whose_only_checkpoint_is_best_resumes_from_it_exactly_and_refuses
     summary = train(small_store, copied_run, resume=True, progress=False)
 
     assert summary["steps"] == 8
-    whole, resumed = weights(micro_run[0], 8), weights(copied_run, 8)
-    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    assert_same_weights(micro_run[0], copied_run, 8)
 
 
 def test_a_truncated_latest_checkpoint_is_passed_over_with_a_warning_naming_both(small_store, micro_run, copied_run, capsys):
@@ -189,8 +223,7 @@ def test_a_truncated_latest_checkpoint_is_passed_over_with_a_warning_naming_both
 
     warning = capsys.readouterr().err
     assert f"warning: {latest}: not a readable taco checkpoint" in warning and "resuming from" in warning
-    whole, resumed = weights(micro_run[0], 8), weights(copied_run, 8)
-    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    assert_same_weights(micro_run[0], copied_run, 8)
 
 
 def test_the_next_run_removes_the_temporary_files_of_killed_saves(small_store, copied_run):
@@ -302,5 +335,4 @@ def test_training_in_pieces_with_stop_at_equals_one_run(small_store, micro_run, 
 
     assert (first["stopped_by"], first["steps"]) == ("stop_at", 4)
     assert (second["stopped_by"], second["steps"]) == ("max_steps", 8)
-    whole, pieces = weights(micro_run[0], 8), weights(tmp_path / "pieces", 8)
-    assert all(torch.equal(whole[name], pieces[name]) for name in whole)
+    assert_same_weights(micro_run[0], tmp_path / "pieces", 8)

@@ -37,6 +37,7 @@ from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.run_folder import RunWriter
 from taco.progress import progress_bar
+from taco.signals import StopRequest, ignore_stop_signals
 
 AMP_MODES = ("bf16", "fp16", "none")
 
@@ -158,7 +159,9 @@ def train(
     trained = DistributedDataParallel(model) if world_size > 1 else model
 
     writer = RunWriter(run_dir, store, model_config, train_config) if rank == 0 else None
-    stop = _StopSignal()
+    # SIGINT/SIGTERM: stop after the current step and write a checkpoint
+    stop = StopRequest()
+    stopping = False
     nonfinite_in_a_row = 0
     last_terms: LossTerms | None = None
     last_val_loss: LossTerms | None = None
@@ -166,7 +169,7 @@ def train(
                        disable=not progress or rank != 0, dynamic_ncols=True)
     started, started_step = time.perf_counter(), state.step
     with stop.installed():
-        while state.step < last_step and not stop.requested:
+        while state.step < last_step and not stopping:
             for batch in train_loader:
                 batch = {key: value.to(device) for key, value in batch.items()}
                 terms, grad_norm = _train_step(trained, optimizer, scaler, batch, model_config, train_config,
@@ -200,7 +203,11 @@ def train(
                 bar.update(1)
                 if state.step % train_config.checkpoint_every == 0 and writer is not None:
                     writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
-                if state.step >= last_step or stop.requested:
+                stopping = stop.signum is not None
+                if dist.is_initialized():
+                    # the ranks stop together: one that went on alone would wait for the others forever
+                    stopping = not _on_every_rank(torch.tensor(not stopping, device=device))
+                if state.step >= last_step or stopping:
                     break
             else:
                 # the epoch ran to its end: validate, then start the next one
@@ -225,7 +232,8 @@ def train(
         "run_dir": str(run_dir),
         "steps": state.step,
         "epochs": state.epoch,
-        "stopped_by": "signal" if stop.requested else ("max_steps" if state.step >= train_config.max_steps else "stop_at"),
+        "stopped_by": "max_steps" if state.step >= train_config.max_steps else ("signal" if stopping else "stop_at"),
+        "signal": None if stop.signum is None else signal.Signals(stop.signum).name,
         "last_loss": _as_floats(last_terms),
         "last_val_loss": _as_floats(last_val_loss),
         "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
@@ -262,9 +270,11 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
     # which would make a resumed run differ from an uninterrupted one
     generator = torch.Generator().manual_seed(train_config.seed)
     # persistent workers: a new epoch would otherwise start new processes (measured +40% batches/s)
+    # the workers leave SIGINT and SIGTERM to the training loop, which saves a checkpoint before it stops;
+    # torch's own handler would end a worker, and with it the run, at the first group signal
     train_loader = DataLoader(Subset(store, train_rows), batch_sampler=sampler, collate_fn=collate_r,
                               num_workers=train_config.num_workers, generator=generator,
-                              persistent_workers=train_config.num_workers > 0)
+                              persistent_workers=train_config.num_workers > 0, worker_init_fn=ignore_stop_signals)
     val_rows = store.split_indices("val")
     val_loader = None
     if len(val_rows):
@@ -427,22 +437,3 @@ def _refuse_other_configs(run_dir: Path, given: tuple[ModelConfig, TrainConfig],
 
 def _warn(message: str) -> None:
     tqdm.write(f"warning: {message}", file=sys.stderr)
-
-
-class _StopSignal:
-    """SIGINT/SIGTERM ask the loop to stop after the current step and write a checkpoint."""
-
-    def __init__(self):
-        self.requested = False
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    @contextlib.contextmanager
-    def installed(self):
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
