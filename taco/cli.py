@@ -17,6 +17,7 @@ from taco.features.preprocess import DEFAULT_MAX_SECONDS, DEFAULT_SHARD_SIZE, pr
 from taco.features.store import StoreError
 from taco.features.summary import format_summary, summarize
 from taco.features.text import CLEANERS, FRONT_END_TABLES, TextConfig
+from taco.locking import LockError
 from taco.pipeline.alignment import VERDICTS
 from taco.pipeline.checkpoint import CheckpointError
 from taco.pipeline.asr import RecognizerError, word_error_rate
@@ -29,7 +30,7 @@ from taco.signals import Interrupted, exit_status, interrupted_by_signals
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
 USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, InspectError, SelectionError, RecognizerError,
-               SynthesisError, ValueError)
+               SynthesisError, LockError, ValueError)
 _defaults = FeatureConfig()
 
 

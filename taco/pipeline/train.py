@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from taco.config import JsonConfig
 from taco.features.store import FeatureStore
+from taco.locking import exclusive_lock
 from taco.pipeline.batching import BucketBatchSampler, collate
 from taco.pipeline.checkpoint import Progress, all_checkpoints, latest_checkpoint, load_newest, restore_rng_states
 from taco.pipeline.losses import LossTerms, tacotron2_loss
@@ -126,119 +127,126 @@ def train(
         raise ValueError("give a model and a training config for a new run; to resume one, give both or neither")
     rank, world_size = _start_distributed(device)
     device = _pick_device(device)
-    checkpoint = _checkpoint_to_resume(run_dir, store, resume)
-    if model_config is not None:
-        model_config = dataclasses.replace(model_config, n_symbols=len(store.symbols), n_mels=store.feature_config.n_mels)
-    if checkpoint is not None:
-        saved = (ModelConfig.from_dict(checkpoint["model_config"]), TrainConfig.from_dict(checkpoint["training_config"]))
+    # one writer per run folder (rank 0 writes it): a second training would mix its checkpoints into this one's
+    with exclusive_lock(run_dir, "run folder") if rank == 0 else contextlib.nullcontext():
+        checkpoint = _checkpoint_to_resume(run_dir, store, resume)
         if model_config is not None:
-            _refuse_other_configs(run_dir, (model_config, train_config), saved, max_steps)
-        model_config, train_config = saved
-    if max_steps is not None:
-        train_config = dataclasses.replace(train_config, max_steps=max_steps)
-    last_step = train_config.max_steps if stop_at is None else min(stop_at, train_config.max_steps)
-    torch.manual_seed(train_config.seed)
+            model_config = dataclasses.replace(model_config, n_symbols=len(store.symbols),
+                                               n_mels=store.feature_config.n_mels)
+        if checkpoint is not None:
+            saved = (ModelConfig.from_dict(checkpoint["model_config"]),
+                     TrainConfig.from_dict(checkpoint["training_config"]))
+            if model_config is not None:
+                _refuse_other_configs(run_dir, (model_config, train_config), saved, max_steps)
+            model_config, train_config = saved
+        if max_steps is not None:
+            train_config = dataclasses.replace(train_config, max_steps=max_steps)
+        last_step = train_config.max_steps if stop_at is None else min(stop_at, train_config.max_steps)
+        torch.manual_seed(train_config.seed)
 
-    model = Tacotron2(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, train_config))
-    autocast_dtype = _autocast_dtype(train_config.amp, device)
-    scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
-    sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size)
-    train_rows = store.split_indices("train")
-    state = Progress()
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        if scaler is not None and "scaler" in checkpoint:
-            scaler.load_state_dict(checkpoint["scaler"])
-        state = Progress(**checkpoint["progress"])
-        sampler.load_state_dict(checkpoint["sampler"])
-        restore_rng_states(checkpoint["rng"])
-    trained = DistributedDataParallel(model) if world_size > 1 else model
+        model = Tacotron2(model_config).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate,
+                                     weight_decay=train_config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                      lambda step: learning_rate_factor(step, train_config))
+        autocast_dtype = _autocast_dtype(train_config.amp, device)
+        scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
+        sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size)
+        train_rows = store.split_indices("train")
+        state = Progress()
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            if scaler is not None and "scaler" in checkpoint:
+                scaler.load_state_dict(checkpoint["scaler"])
+            state = Progress(**checkpoint["progress"])
+            sampler.load_state_dict(checkpoint["sampler"])
+            restore_rng_states(checkpoint["rng"])
+        trained = DistributedDataParallel(model) if world_size > 1 else model
 
-    writer = RunWriter(run_dir, store, model_config, train_config) if rank == 0 else None
-    # SIGINT/SIGTERM: stop after the current step and write a checkpoint
-    stop = StopRequest()
-    stopping = False
-    nonfinite_in_a_row = 0
-    last_terms: LossTerms | None = None
-    last_val_loss: LossTerms | None = None
-    bar = progress_bar(total=last_step, initial=state.step, unit="step", desc="train",
-                       disable=not progress or rank != 0, dynamic_ncols=True)
-    started, started_step = time.perf_counter(), state.step
-    with stop.installed():
-        while state.step < last_step and not stopping:
-            for batch in train_loader:
-                batch = {key: value.to(device) for key, value in batch.items()}
-                terms, grad_norm = _train_step(trained, optimizer, scaler, batch, model_config, train_config,
-                                               state.step, autocast_dtype, device)
-                scheduler.step()
-                state.step += 1
-                state.batches_done += 1
-                if terms is None:
-                    nonfinite_in_a_row += 1
-                    # the batch just trained on is number batches_done - 1 of this epoch
-                    bad = _nonfinite_ids(batch, sampler.batch(state.batches_done - 1), train_rows, store)
-                    reason = f"{', '.join(bad)} has NaN/inf in its mel" if bad else "loss or gradient was NaN/inf"
-                    bar.write(f"step {state.step}: {reason}, step skipped", file=sys.stderr)
-                    if nonfinite_in_a_row >= train_config.max_nonfinite_steps:
-                        raise TrainingError(
-                            f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step {state.step}; "
-                            f"the last good checkpoint is {latest_checkpoint(run_dir / 'checkpoints')}. "
-                            "Lower the learning rate or check the store with taco store-info --verify"
-                        )
+        writer = RunWriter(run_dir, store, model_config, train_config) if rank == 0 else None
+        # SIGINT/SIGTERM: stop after the current step and write a checkpoint
+        stop = StopRequest()
+        stopping = False
+        nonfinite_in_a_row = 0
+        last_terms: LossTerms | None = None
+        last_val_loss: LossTerms | None = None
+        bar = progress_bar(total=last_step, initial=state.step, unit="step", desc="train",
+                           disable=not progress or rank != 0, dynamic_ncols=True)
+        started, started_step = time.perf_counter(), state.step
+        with stop.installed():
+            while state.step < last_step and not stopping:
+                for batch in train_loader:
+                    batch = {key: value.to(device) for key, value in batch.items()}
+                    terms, grad_norm = _train_step(trained, optimizer, scaler, batch, model_config, train_config,
+                                                   state.step, autocast_dtype, device)
+                    scheduler.step()
+                    state.step += 1
+                    state.batches_done += 1
+                    if terms is None:
+                        nonfinite_in_a_row += 1
+                        # the batch just trained on is number batches_done - 1 of this epoch
+                        bad = _nonfinite_ids(batch, sampler.batch(state.batches_done - 1), train_rows, store)
+                        reason = f"{', '.join(bad)} has NaN/inf in its mel" if bad else "loss or gradient was NaN/inf"
+                        bar.write(f"step {state.step}: {reason}, step skipped", file=sys.stderr)
+                        if nonfinite_in_a_row >= train_config.max_nonfinite_steps:
+                            raise TrainingError(
+                                f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step {state.step}; "
+                                f"the last good checkpoint is {latest_checkpoint(run_dir / 'checkpoints')}. "
+                                "Lower the learning rate or check the store with taco store-info --verify"
+                            )
+                    else:
+                        nonfinite_in_a_row = 0
+                        last_terms = terms
+                        # refresh=False: the bar shows the new values at its next redraw; a forced redraw per step
+                        # would write every step into a log file or pipe (progress_bar's mininterval)
+                        bar.set_postfix(loss=f"{terms.total.item():.4f}",
+                                        steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}",
+                                        refresh=False)
+                        if writer is not None and state.step % train_config.log_every == 0:
+                            writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
+                                           grad_norm=grad_norm.item())
+                    bar.update(1)
+                    if state.step % train_config.checkpoint_every == 0 and writer is not None:
+                        writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
+                    stopping = stop.signum is not None
+                    if dist.is_initialized():
+                        # the ranks stop together: one that went on alone would wait for the others forever
+                        stopping = not _on_every_rank(torch.tensor(not stopping, device=device))
+                    if state.step >= last_step or stopping:
+                        break
                 else:
-                    nonfinite_in_a_row = 0
-                    last_terms = terms
-                    # refresh=False: the bar shows the new values at its next redraw; a forced redraw per step
-                    # would write every step into a log file or pipe (progress_bar's mininterval)
-                    bar.set_postfix(loss=f"{terms.total.item():.4f}",
-                                    steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}",
-                                    refresh=False)
-                    if writer is not None and state.step % train_config.log_every == 0:
-                        writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
-                                       grad_norm=grad_norm.item())
-                bar.update(1)
-                if state.step % train_config.checkpoint_every == 0 and writer is not None:
-                    writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
-                stopping = stop.signum is not None
-                if dist.is_initialized():
-                    # the ranks stop together: one that went on alone would wait for the others forever
-                    stopping = not _on_every_rank(torch.tensor(not stopping, device=device))
-                if state.step >= last_step or stopping:
-                    break
-            else:
-                # the epoch ran to its end: validate, then start the next one
-                # every rank validates the whole (small) validation split, so the ranks agree without a reduce
-                val_loss = _validate(model, val_loader, model_config, train_config, state.step, autocast_dtype, device)
-                state.epoch += 1
-                state.batches_done = 0
-                sampler.set_epoch(state.epoch)
-                if val_loss is not None:
-                    last_val_loss = val_loss
-                    if writer is not None:
-                        # after the epoch advanced: best.pt resumes at the start of the next one, as this run does
-                        writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
-    bar.close()
-    if writer is not None:
-        if state.step % train_config.checkpoint_every != 0:
-            writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
-        writer.close()
-    if world_size > 1:
-        dist.destroy_process_group()
-    return {
-        "run_dir": str(run_dir),
-        "steps": state.step,
-        "epochs": state.epoch,
-        "stopped_by": "max_steps" if state.step >= train_config.max_steps else ("signal" if stopping else "stop_at"),
-        "signal": None if stop.signum is None else signal.Signals(stop.signum).name,
-        "last_loss": _as_floats(last_terms),
-        "last_val_loss": _as_floats(last_val_loss),
-        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
-        "checkpoint": str(latest_checkpoint(run_dir / "checkpoints")),
-    }
+                    # the epoch ran to its end: validate, then start the next one
+                    # every rank validates the whole (small) validation split, so the ranks agree without a reduce
+                    val_loss = _validate(model, val_loader, model_config, train_config, state.step, autocast_dtype, device)
+                    state.epoch += 1
+                    state.batches_done = 0
+                    sampler.set_epoch(state.epoch)
+                    if val_loss is not None:
+                        last_val_loss = val_loss
+                        if writer is not None:
+                            # after the epoch advanced: best.pt resumes at the start of the next one, as this run does
+                            writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
+        bar.close()
+        if writer is not None:
+            if state.step % train_config.checkpoint_every != 0:
+                writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
+            writer.close()
+        if world_size > 1:
+            dist.destroy_process_group()
+        return {
+            "run_dir": str(run_dir),
+            "steps": state.step,
+            "epochs": state.epoch,
+            "stopped_by": ("max_steps" if state.step >= train_config.max_steps
+                           else "signal" if stopping else "stop_at"),
+            "signal": None if stop.signum is None else signal.Signals(stop.signum).name,
+            "last_loss": _as_floats(last_terms),
+            "last_val_loss": _as_floats(last_val_loss),
+            "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+            "checkpoint": str(latest_checkpoint(run_dir / "checkpoints")),
+        }
 
 
 def _as_floats(terms: LossTerms | None) -> dict[str, float | None] | None:
@@ -249,7 +257,7 @@ def _as_floats(terms: LossTerms | None) -> dict[str, float | None] | None:
 
 
 def _nonfinite_ids(batch: dict[str, torch.Tensor], positions: list[int], train_rows, store: FeatureStore) -> list[str]:
-    """Ids of the utterances in `batch` whose mels hold NaN/inf; `positions` are the batch's positions in `train_rows`."""
+    """Ids of the utterances in `batch` whose mels hold NaN/inf; `positions`: the batch's positions in `train_rows`."""
     # (B, T_mel, n_mels) -> (B,)
     finite = torch.isfinite(batch["mels"]).flatten(1).all(1).tolist()
     return [store.ids[train_rows[position]] for position, ok in zip(positions, finite) if not ok]
