@@ -24,13 +24,15 @@ from taco.pipeline.asr import RecognizerError, word_error_rate
 from taco.pipeline.inspect import InspectError, inspect, report_columns, report_line
 from taco.pipeline.presets import TRAINING_PRESETS, load_config
 from taco.pipeline.stored import SelectionError
-from taco.pipeline.synth import DEFAULT_POWER, SynthConfig, SynthesisError, Synthesizer, to_log_mel, write_wav
+from taco.pipeline.synth import (DEFAULT_POWER, SHORT_MEL_FRAMES, SynthConfig, SynthesisError, Synthesizer, check_output,
+                                 to_log_mel, write_wav)
 from taco.pipeline.train import TrainingError, train
 from taco.signals import Interrupted, exit_status, interrupted_by_signals
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
+# OSError: the file system refused (read-only, full, a path below a file); str() names the file.
 USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, InspectError, SelectionError, RecognizerError,
-               SynthesisError, LockError, ValueError)
+               SynthesisError, LockError, ValueError, OSError)
 _defaults = FeatureConfig()
 
 
@@ -216,10 +218,13 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         raise click.UsageError("give TEXT or --text-file, not both")
     try:
         texts = [text] if text is not None else [line.strip() for line in open(text_file, encoding="utf-8") if line.strip()]
+        if not texts:
+            raise SynthesisError(f"{text_file}: no lines to speak")
         if text is not None:
             paths = [Path(output)]
         else:
             paths = [Path(out_dir) / f"{number:04d}.wav" for number in range(1, len(texts) + 1)]
+        check_output(paths[0])  # the wavs share a folder and an extension
         config = SynthConfig(batch_size=batch_size, max_decoder_steps=max_decoder_steps,
                              griffin_lim_iterations=gl_iters, power=power, seed=seed)
         synthesizer = Synthesizer(checkpoint, device)
@@ -228,9 +233,12 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         raise click.ClickException(str(error)) from None
     rate = synthesizer.feature_config.sample_rate
     for path, utterance in zip(paths, utterances):
-        write_wav(path, utterance.wave, rate)
-        if save_mel:
-            np.save(path.with_suffix(".npy"), to_log_mel(utterance.mel, synthesizer.feature_config.normalization))
+        try:
+            write_wav(path, utterance.wave, rate)
+            if save_mel:
+                np.save(path.with_suffix(".npy"), to_log_mel(utterance.mel, synthesizer.feature_config.normalization))
+        except USER_ERRORS as error:  # a disk that filled up while synthesizing
+            raise click.ClickException(str(error)) from None
         if utterance.dropped:
             dropped = ", ".join(f"{char!r} x{count}" for char, count in utterance.dropped.items())
             click.echo(f"warning: {path.name}: cannot speak {dropped}; left out", err=True)
@@ -240,6 +248,9 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
                        "force a pronunciation in braces, e.g. {HH AH0 L OW1}", err=True)
         if utterance.hit_step_limit:
             click.echo(f"warning: {path.name}: reached the decoder step limit without stopping; written as cut", err=True)
+        if len(utterance.mel) <= SHORT_MEL_FRAMES:
+            click.echo(f"warning: {path.name}: the gate stopped after {len(utterance.mel)} frames; written as it is",
+                       err=True)
         click.echo(f"{path}  {len(utterance.wave) / rate:.2f} s")
 
 

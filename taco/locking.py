@@ -36,7 +36,7 @@ def exclusive_lock(folder: Path, what: str):
         yield
     finally:
         # removed while still locked: a writer that opened the file before sees it gone and starts over
-        path.unlink()
+        path.unlink(missing_ok=True)
         os.close(descriptor)
 
 

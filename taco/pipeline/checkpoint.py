@@ -49,11 +49,15 @@ def save_checkpoint(path: Path, checkpoint: dict) -> None:
     if nonfinite:
         raise CheckpointError(f"{path}: not saved: the model holds NaN/inf in {', '.join(nonfinite)}")
     temporary = path.with_name(f"{path.name}{_TEMPORARY}{os.getpid()}")
-    with open(temporary, "wb") as file:
-        torch.save({"checkpoint_format": CHECKPOINT_FORMAT} | checkpoint, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "wb") as file:
+            torch.save({"checkpoint_format": CHECKPOINT_FORMAT} | checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch reports a failed write of its own as RuntimeError
+        temporary.unlink(missing_ok=True)  # a full disk stays full with half a checkpoint on it
+        raise CheckpointError(f"{path}: cannot write it ({error})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -68,6 +72,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(checkpoint, dict) or checkpoint.get("checkpoint_format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a taco checkpoint of format {CHECKPOINT_FORMAT}")
     return checkpoint
+
+
+def load_weights(model: torch.nn.Module, checkpoint: dict, path: str | os.PathLike) -> None:
+    """Load the weights of the checkpoint at `path` into a model built from its own model config;
+    CheckpointError when they do not fit it (a checkpoint edited or assembled by hand)."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        # torch puts each mismatch on a line of its own after a heading: the first says enough
+        first, *rest = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [str(error)]
+        more = f", and {len(rest)} more" if rest else ""
+        raise CheckpointError(f"{path}: its weights do not fit its model config ({first}{more})") from None
 
 
 def step_checkpoints(checkpoint_dir: Path) -> list[Path]:

@@ -33,7 +33,9 @@ from taco.config import JsonConfig
 from taco.features.store import FeatureStore
 from taco.locking import exclusive_lock
 from taco.pipeline.batching import BucketBatchSampler, collate
-from taco.pipeline.checkpoint import Progress, all_checkpoints, latest_checkpoint, load_newest, restore_rng_states
+from taco.pipeline.checkpoint import (Progress, all_checkpoints, latest_checkpoint, load_newest, load_weights,
+                                     restore_rng_states)
+from taco.pipeline.device import pick_device
 from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.run_folder import RunWriter
@@ -129,7 +131,7 @@ def train(
     device = _pick_device(device)
     # one writer per run folder (rank 0 writes it): a second training would mix its checkpoints into this one's
     with exclusive_lock(run_dir, "run folder") if rank == 0 else contextlib.nullcontext():
-        checkpoint = _checkpoint_to_resume(run_dir, store, resume)
+        checkpoint_path, checkpoint = _checkpoint_to_resume(run_dir, store, resume)
         if model_config is not None:
             model_config = dataclasses.replace(model_config, n_symbols=len(store.symbols),
                                                n_mels=store.feature_config.n_mels)
@@ -152,10 +154,13 @@ def train(
         autocast_dtype = _autocast_dtype(train_config.amp, device)
         scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
         sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size)
+        if val_loader is None and rank == 0:
+            _warn(f"{store.path}: no validation split: no validation loss, no best.pt, and no alignment plots or "
+                  "audio samples; preprocess with --val-count N to hold some utterances out")
         train_rows = store.split_indices("train")
         state = Progress()
         if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
+            load_weights(model, checkpoint, checkpoint_path)
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             if scaler is not None and "scaler" in checkpoint:
@@ -374,12 +379,8 @@ def _start_distributed(device: str | None) -> tuple[int, int]:
 
 
 def _pick_device(requested: str | None) -> torch.device:
-    if requested is None:
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    device = pick_device(requested)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"device {requested!r} asked for, but this torch sees no CUDA device")
         if dist.is_initialized():
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -398,13 +399,14 @@ def _autocast(dtype: torch.dtype | None, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _checkpoint_to_resume(run_dir: Path, store: FeatureStore, resume: bool) -> dict | None:
+def _checkpoint_to_resume(run_dir: Path, store: FeatureStore, resume: bool) -> tuple[Path | None, dict | None]:
+    """The checkpoint to resume from and its path; (None, None) for a new run."""
     checkpoint_dir = run_dir / "checkpoints"
     if not resume:
         if existing := all_checkpoints(checkpoint_dir):
             raise TrainingError(f"{run_dir}: already holds checkpoints ({', '.join(path.name for path in existing)}); "
                                 "pass --resume to continue that run, or choose another folder")
-        return None
+        return None, None
     newest = load_newest(checkpoint_dir, _warn)
     if newest is None:
         raise TrainingError(f"{run_dir}: no checkpoint to resume from")
@@ -422,7 +424,7 @@ def _checkpoint_to_resume(run_dir: Path, store: FeatureStore, resume: bool) -> d
             f"{checkpoint['store']}, but {store.path} holds other utterances ({len(store.split_indices('train'))} "
             "for training): resuming would go on with other data; resume with the run's own store"
         )
-    return checkpoint
+    return path, checkpoint
 
 
 def _refuse_other_configs(run_dir: Path, given: tuple[ModelConfig, TrainConfig],
