@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -16,19 +17,23 @@ from taco.features.preprocess import DEFAULT_MAX_SECONDS, DEFAULT_SHARD_SIZE, pr
 from taco.features.store import StoreError
 from taco.features.summary import format_summary, summarize
 from taco.features.text import CLEANERS, FRONT_END_TABLES, TextConfig
+from taco.locking import LockError
 from taco.pipeline.alignment import VERDICTS
 from taco.pipeline.checkpoint import CheckpointError
 from taco.pipeline.asr import RecognizerError, word_error_rate
 from taco.pipeline.inspect import InspectError, inspect, report_columns, report_line
 from taco.pipeline.presets import TRAINING_PRESETS, load_config
 from taco.pipeline.stored import SelectionError
-from taco.pipeline.synth import DEFAULT_POWER, SynthConfig, Synthesizer, to_log_mel, write_wav
+from taco.pipeline.synth import (DEFAULT_POWER, SHORT_MEL_FRAMES, SynthConfig, SynthesisError, Synthesizer, check_output,
+                                 to_log_mel, write_wav)
 from taco.pipeline.train import TrainingError, train
 from taco.pipeline.vocoder import DEFAULT_BATCH_SIZE as VOCODE_BATCH_SIZE, Vocoder, VocoderError, vocode_files
+from taco.signals import Interrupted, exit_status, interrupted_by_signals
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
+# OSError: the file system refused (read-only, full, a path below a file); str() names the file.
 USER_ERRORS = (StoreError, CorpusError, CheckpointError, TrainingError, InspectError, SelectionError, RecognizerError,
-               VocoderError, ValueError)
+               VocoderError, SynthesisError, LockError, ValueError, OSError)
 _defaults = FeatureConfig()
 
 
@@ -92,8 +97,9 @@ def preprocess_command(corpus_dir, store_dir, metadata, audio_dir, train_metadat
 
     Computes token IDs and normalized mel spectrograms once, in parallel, into HDF5 shards. Audio that is
     missing, empty, corrupt, silent, too short or too long, text with nothing to say, and any other error
-    in one utterance, are skipped and listed with the reason in STORE_DIR/failures.tsv. Re-running the same command finishes an interrupted run and skips the shards
-    already complete. Exits non-zero only if no utterance could be processed.
+    in one utterance, are skipped and listed with the reason in STORE_DIR/failures.tsv. Re-running the
+    same command finishes an interrupted run and skips the shards already complete. Exits non-zero only if
+    no utterance could be processed, or with 130 (143) when Ctrl-C (SIGTERM) stopped it.
 
     On a Dask cluster: pip install 'taco[dask]', start a scheduler and workers that see CORPUS_DIR and
     STORE_DIR at the same paths (a shared file system), and pass --dask-scheduler tcp://HOST:8786.
@@ -106,17 +112,18 @@ def preprocess_command(corpus_dir, store_dir, metadata, audio_dir, train_metadat
         if dask_scheduler:
             backend = "dask"
             _connect_dask(dask_scheduler)
-        summary = preprocess(
-            corpus_dir, store_dir, features, text, metadata=metadata, audio_dir=audio_dir,
-            train_metadata=train_metadata, val_metadata=val_metadata, val_fraction=val_fraction,
-            val_count=val_count, seed=seed, max_seconds=max_seconds, shard_size=shard_size, jobs=jobs,
-            backend=backend, overwrite=overwrite, progress=not quiet,
-        )
+        with interrupted_by_signals():
+            summary = preprocess(
+                corpus_dir, store_dir, features, text, metadata=metadata, audio_dir=audio_dir,
+                train_metadata=train_metadata, val_metadata=val_metadata, val_fraction=val_fraction,
+                val_count=val_count, seed=seed, max_seconds=max_seconds, shard_size=shard_size, jobs=jobs,
+                backend=backend, overwrite=overwrite, progress=not quiet,
+            )
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
-    except KeyboardInterrupt:
-        click.echo("interrupted: the finished shards are kept; run the same command again to finish", err=True)
-        sys.exit(130)
+    except Interrupted as stop:
+        click.echo(f"{stop}: the finished shards are kept; run the same command again to finish", err=True)
+        sys.exit(exit_status(stop.signum))
     click.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
     if sum(summary["utterances"].values()) == 0:
         raise click.ClickException(f"no utterance could be processed; the reasons are in {store_dir}/failures.tsv")
@@ -156,7 +163,7 @@ def store_info_command(store_dir, verify, as_json):
                    '{"preset": "tiny", "model": {...}, "training": {...}} overriding any field.')
 @click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (default: the config's).")
 @click.option("--batch-frames", type=click.IntRange(min=1), default=None, help="Padded mel frames per batch (default: the config's).")
-@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its latest checkpoint, exactly where it stopped.")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its newest checkpoint, exactly where it stopped; --config and --batch-frames, if given, must be the run's own.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available). Under torchrun each rank takes its own GPU.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resume, device, quiet):
@@ -166,14 +173,14 @@ def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resu
     \b
     Multi-GPU (or multi-process on CPU, with gloo):
       torchrun --nproc_per_node 4 -m taco train STORE_DIR RUN_DIR --config base
-    Ctrl-C (or SIGTERM) stops after the current step and writes a checkpoint; --resume continues.
+    Ctrl-C (or SIGTERM, to the whole process group as schedulers send it) stops after the current step,
+    writes a checkpoint and exits with 130 (143); --resume continues.
     """
     try:
-        if resume:
-            if config_spec is not None or batch_frames is not None:
-                raise click.UsageError("a resumed run keeps its configuration: drop --config and --batch-frames")
-            configs = (None, None)
+        if resume and config_spec is None and batch_frames is None:
+            configs = (None, None)  # the run's own
         else:
+            # on resume, train() checks that these equal the run's own
             model_config, train_config = load_config(config_spec or "tiny")
             if batch_frames:
                 train_config = dataclasses.replace(train_config, batch_frames=batch_frames, batch_size=None)
@@ -183,6 +190,9 @@ def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resu
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(json.dumps(summary, indent=2))
+    if summary["stopped_by"] == "signal":
+        click.echo(f"stopped by {summary['signal']}: --resume continues from {summary['checkpoint']}", err=True)
+        sys.exit(exit_status(signal.Signals[summary["signal"]]))
 
 
 @main.command("synth")
@@ -220,10 +230,13 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
     try:
         vocoder = Vocoder.from_file(vocoder_path, vocoder_config, device, half) if vocoder_path else None
         texts = [text] if text is not None else [line.strip() for line in open(text_file, encoding="utf-8") if line.strip()]
+        if not texts:
+            raise SynthesisError(f"{text_file}: no lines to speak")
         if text is not None:
             paths = [Path(output)]
         else:
             paths = [Path(out_dir) / f"{number:04d}.wav" for number in range(1, len(texts) + 1)]
+        check_output(paths[0])  # the wavs share a folder and an extension
         config = SynthConfig(batch_size=batch_size, max_decoder_steps=max_decoder_steps,
                              griffin_lim_iterations=gl_iters, power=power, seed=seed)
         synthesizer = Synthesizer(checkpoint, device, vocoder)
@@ -232,9 +245,12 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         raise click.ClickException(str(error)) from None
     rate = synthesizer.feature_config.sample_rate
     for path, utterance in zip(paths, utterances):
-        write_wav(path, utterance.wave, rate)
-        if save_mel:
-            np.save(path.with_suffix(".npy"), to_log_mel(utterance.mel, synthesizer.feature_config.normalization))
+        try:
+            write_wav(path, utterance.wave, rate)
+            if save_mel:
+                np.save(path.with_suffix(".npy"), to_log_mel(utterance.mel, synthesizer.feature_config.normalization))
+        except USER_ERRORS as error:  # a disk that filled up while synthesizing
+            raise click.ClickException(str(error)) from None
         if utterance.dropped:
             dropped = ", ".join(f"{char!r} x{count}" for char, count in utterance.dropped.items())
             click.echo(f"warning: {path.name}: cannot speak {dropped}; left out", err=True)
@@ -244,6 +260,9 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
                        "force a pronunciation in braces, e.g. {HH AH0 L OW1}", err=True)
         if utterance.hit_step_limit:
             click.echo(f"warning: {path.name}: reached the decoder step limit without stopping; written as cut", err=True)
+        if len(utterance.mel) <= SHORT_MEL_FRAMES:
+            click.echo(f"warning: {path.name}: the gate stopped after {len(utterance.mel)} frames; written as it is",
+                       err=True)
         click.echo(f"{path}  {len(utterance.wave) / rate:.2f} s")
 
 

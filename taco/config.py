@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import TypeVar
 
 Config = TypeVar("Config", bound="JsonConfig")
@@ -22,7 +24,26 @@ class JsonConfig:
 
     @classmethod
     def from_dict(cls: type[Config], values: dict) -> Config:
-        unknown = set(values) - {field.name for field in dataclasses.fields(cls)}
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = set(values) - set(fields)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+        hints = typing.get_type_hints(cls)
+        for name, value in values.items():
+            # a value of another type would fail later, in arithmetic, with a traceback that names no field
+            if not _fits(value, hints[name]):
+                raise ValueError(f"{cls.__name__}.{name} must be {fields[name].type}, got {value!r}")
         return cls(**values)
+
+
+def _fits(value, hint) -> bool:
+    """Whether a JSON value fits a config field's annotation: int, float, bool, str, None, unions and tuples."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, option) for option in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, (list, tuple)) and all(_fits(item, typing.get_args(hint)[0]) for item in value)
+    if isinstance(value, bool):  # bool is an int subclass, but true is no number of steps
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))  # JSON has one number type: 1 is a fine 1.0
+    return isinstance(value, hint)

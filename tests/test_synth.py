@@ -126,6 +126,32 @@ def test_synth_refuses_text_with_nothing_to_say(micro_checkpoint):
     assert result.exit_code == 1 and "nothing the model can speak" in result.output
 
 
+def with_frame_bias(checkpoint_path, bias, path):
+    """A copy of a checkpoint whose decoder adds `bias` to every mel bin of every frame it predicts."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint["model"]["decoder.frame_projection.bias"].fill_(bias)
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_synth_refuses_a_non_finite_mel_naming_the_line_and_writes_nothing(micro_checkpoint, tmp_path):
+    broken = with_frame_bias(micro_checkpoint, float("nan"), tmp_path / "broken.pt")
+    lines = tmp_path / "lines.txt"
+    lines.write_text("A first line.\nA second line.\n")
+    result = invoke("synth", broken, "--text-file", lines, "--out-dir", tmp_path / "out", "--gl-iters", "1")
+    assert result.exit_code == 1 and "text 1 ('A first line.'): the model's mel is NaN/inf" in result.output
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_synth_refuses_a_power_that_overflows_griffin_lim(micro_checkpoint, tmp_path):
+    # mels at the top of the db range: magnitudes near 10, and 10 ** 100 overflows float32
+    loud = with_frame_bias(micro_checkpoint, 4.0, tmp_path / "loud.pt")
+    out = tmp_path / "loud.wav"
+    result = invoke("synth", loud, "Hello.", "-o", out, "--power", "100", "--gl-iters", "1")
+    assert result.exit_code == 1 and "text 1 ('Hello.'): Griffin-Lim's waveform is NaN/inf" in result.output
+    assert not out.exists()
+
+
 def test_inspect_split_ranks_utterances_worst_first_and_plots_the_worst(micro_checkpoint, small_store, tmp_path):
     out = tmp_path / "report"
     result = invoke("inspect-alignment", micro_checkpoint, "--store", small_store, "--split", "train",

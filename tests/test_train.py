@@ -3,17 +3,21 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import h5py
 import pytest
 import torch
+from click.testing import CliRunner
 
+from taco.cli import main
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
-from taco.pipeline.checkpoint import load_checkpoint, step_file
+from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_file
 from taco.pipeline.losses import guided_attention_loss, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.train import TrainConfig, TrainingError, learning_rate_factor, make_loaders, train
@@ -116,34 +120,69 @@ def wait_for(path, seconds=120):
         time.sleep(0.01)
 
 
-def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(small_store, micro_config, tmp_path):
-    steps = 12
-    common = ("--config", micro_config, "--device", "cpu", "--quiet")
-    uninterrupted = run_cli("train", small_store, tmp_path / "straight", *common, "--max-steps", steps)
-    assert uninterrupted.wait() == 0, uninterrupted.stderr.read().decode()
+# steps of the runs that are interrupted and resumed, and of the uninterrupted run they must equal
+RESUME_STEPS = 12
 
-    killed = run_cli("train", small_store, tmp_path / "killed", *common, "--max-steps", steps)
+
+def write_config(path, **training):
+    """The MICRO config as a JSON file, with training fields replaced by `training`."""
+    path.write_text(json.dumps(MICRO | {"training": MICRO["training"] | training}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def straight_run(small_store, tmp_path_factory):
+    """An uninterrupted MICRO run of RESUME_STEPS steps through the CLI: its run folder."""
+    root = tmp_path_factory.mktemp("straight")
+    process = run_cli("train", small_store, root / "run", "--config", write_config(root / "micro.json"),
+                      "--device", "cpu", "--quiet", "--max-steps", RESUME_STEPS)
+    assert process.wait() == 0, process.stderr.read().decode()
+    return root / "run"
+
+
+def assert_same_weights(run_dir, other_run_dir, step):
+    expected, actual = weights(run_dir, step), weights(other_run_dir, step)
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, actual[name]), name
+
+
+def resume_cli(store, run_dir):
+    resumed = run_cli("train", store, run_dir, "--resume", "--device", "cpu", "--quiet", "--max-steps", RESUME_STEPS)
+    assert resumed.wait() == 0, resumed.stderr.read().decode()
+
+
+def test_a_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(small_store, straight_run, micro_config, tmp_path):
+    killed = run_cli("train", small_store, tmp_path / "killed", "--config", micro_config, "--device", "cpu", "--quiet",
+                     "--max-steps", RESUME_STEPS)
     wait_for(tmp_path / "killed" / "checkpoints" / step_file(4))
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    assert not (tmp_path / "killed" / "checkpoints" / step_file(steps)).exists(), "finished before the kill"
+    assert not (tmp_path / "killed" / "checkpoints" / step_file(RESUME_STEPS)).exists(), "finished before the kill"
 
-    resumed = run_cli("train", small_store, tmp_path / "killed", "--resume", "--device", "cpu", "--quiet", "--max-steps", steps)
-    assert resumed.wait() == 0, resumed.stderr.read().decode()
+    resume_cli(small_store, tmp_path / "killed")
 
-    straight, after_resume = weights(tmp_path / "straight", steps), weights(tmp_path / "killed", steps)
-    for name, tensor in straight.items():
-        assert torch.equal(tensor, after_resume[name]), name
+    assert_same_weights(straight_run, tmp_path / "killed", RESUME_STEPS)
 
 
-def test_sigterm_stops_after_the_step_and_writes_a_checkpoint(small_store, micro_config, tmp_path):
-    process = run_cli("train", small_store, tmp_path / "run", "--config", micro_config, "--max-steps", 100000, "--quiet")
-    wait_for(tmp_path / "run" / "checkpoints" / step_file(4))
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=120)
+def test_a_group_sigterm_saves_the_step_exits_143_and_resume_matches_an_uninterrupted_run(small_store, straight_run, tmp_path):
+    # as timeout, SLURM and systemd do: SIGTERM to the whole process group, two DataLoader workers included
+    config = write_config(tmp_path / "workers.json", num_workers=2)
+    run = tmp_path / "run"
+    process = run_cli("train", small_store, run, "--config", config, "--device", "cpu", "--quiet",
+                      "--max-steps", RESUME_STEPS, start_new_session=True)
+    wait_for(run / "checkpoints" / step_file(4))
+    os.killpg(process.pid, signal.SIGTERM)
+    output, errors = process.communicate(timeout=120)
+
+    assert process.returncode == 143, errors.decode()
     summary = json.loads(output)
-    assert process.returncode == 0 and summary["stopped_by"] == "signal"
-    assert summary["checkpoint"].endswith(f"step_{summary['steps']:08d}.pt")
+    assert summary["stopped_by"] == "signal" and summary["signal"] == "SIGTERM"
+    assert summary["steps"] < RESUME_STEPS, "finished before the signal"
+    assert summary["checkpoint"].endswith(step_file(summary["steps"]))
+
+    resume_cli(small_store, run)
+
+    assert_same_weights(straight_run, run, RESUME_STEPS)
 
 
 def test_resume_refuses_a_store_with_another_fingerprint(small_store, tmp_path, make_corpus):
@@ -156,6 +195,62 @@ def test_resume_refuses_a_store_with_another_fingerprint(small_store, tmp_path, 
     preprocess(make_corpus(4), other, FeatureConfig(normalization="log"), jobs=1, val_count=1, progress=False)
     with pytest.raises(TrainingError, match="fingerprint"):
         train(other, tmp_path / "run", resume=True, progress=False)
+
+
+@pytest.fixture
+def copied_run(micro_run, tmp_path):
+    """A copy of the MICRO run's folder, to change and resume."""
+    return shutil.copytree(micro_run[0], tmp_path / "run")
+
+
+def test_a_run_whose_only_checkpoint_is_best_resumes_from_it_exactly_and_refuses_a_new_run(small_store, micro_run, copied_run):
+    for path in (copied_run / "checkpoints").glob("step_*.pt"):
+        path.unlink()
+    with pytest.raises(TrainingError, match=r"already holds checkpoints \(best.pt\)"):
+        train(small_store, copied_run, *micro(), progress=False)
+
+    summary = train(small_store, copied_run, resume=True, progress=False)
+
+    assert summary["steps"] == 8
+    assert_same_weights(micro_run[0], copied_run, 8)
+
+
+def test_a_truncated_latest_checkpoint_is_passed_over_with_a_warning_naming_both(small_store, micro_run, copied_run, capsys):
+    latest = copied_run / "checkpoints" / step_file(8)
+    latest.write_bytes(latest.read_bytes()[:1000])
+
+    train(small_store, copied_run, resume=True, progress=False)
+
+    warning = capsys.readouterr().err
+    assert f"warning: {latest}: not a readable taco checkpoint" in warning and "resuming from" in warning
+    assert_same_weights(micro_run[0], copied_run, 8)
+
+
+def test_the_next_run_removes_the_temporary_files_of_killed_saves(small_store, copied_run):
+    leftover = copied_run / "checkpoints" / f"{step_file(12)}.tmp-99999"
+    leftover.write_bytes(b"half a checkpoint")
+    train(small_store, copied_run, resume=True, progress=False)
+    assert not leftover.exists()
+
+
+def test_resume_accepts_the_runs_own_config_and_refuses_another_naming_the_fields(small_store, copied_run, micro_config):
+    own = CliRunner().invoke(main, ["train", str(small_store), str(copied_run), "--resume", "--config", str(micro_config),
+                                    "--device", "cpu", "--quiet"])
+    assert own.exit_code == 0, own.output
+
+    with pytest.raises(TrainingError, match=r"keeps its configuration.*training.learning_rate \(the run's 0.001, given 0.002\)"):
+        train(small_store, copied_run, *micro(learning_rate=2e-3), resume=True, progress=False)
+
+
+def test_resume_refuses_a_store_of_other_utterances_made_the_same_way(small_store, copied_run, tmp_path, make_corpus):
+    from taco.features.preprocess import preprocess
+
+    other = tmp_path / "other_store"
+    preprocess(make_corpus(4), other, jobs=1, val_count=1, progress=False)
+    assert FeatureStore(other).fingerprint == FeatureStore(small_store).fingerprint
+    with pytest.raises(TrainingError, match=f"the 8 training utterances of {small_store}, but {other} holds other "
+                                            r"utterances \(3 for training\)"):
+        train(other, copied_run, resume=True, progress=False)
 
 
 def test_a_new_run_refuses_a_folder_that_holds_checkpoints(small_store, tmp_path):
@@ -178,6 +273,37 @@ def test_non_finite_losses_skip_steps_and_too_many_stop_the_run(small_store, tmp
     model_config, train_config = micro(max_steps=50, max_nonfinite_steps=3)
     with pytest.raises(TrainingError, match="NaN/inf for 3 steps in a row at step 7.*step_00000004.pt"):
         train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+
+
+@pytest.fixture
+def nan_store(small_store, tmp_path):
+    """A copy of `small_store` whose first training utterance has NaN in its first mel frame: (store, that id)."""
+    store_dir = shutil.copytree(small_store, tmp_path / "nan_store")
+    store = FeatureStore(store_dir)
+    position = int(store.split_indices("train")[0])
+    shard, row = store.shards[position], store.rows[position]
+    with h5py.File(store_dir / "shards" / store.shard_names[shard], "r+") as file:
+        file["mels"][file["mel_offsets"][row]] = float("nan")
+    return store_dir, store.ids[position]
+
+
+def test_a_nan_in_a_shard_skips_its_batches_by_name_and_never_reaches_a_checkpoint(nan_store, tmp_path, capsys):
+    store, bad_id = nan_store
+    summary = train(store, tmp_path / "run", *micro(), progress=False)
+
+    assert f"{bad_id} has NaN/inf in its mel" in capsys.readouterr().err
+    json.dumps(summary, allow_nan=False)
+    for path in (tmp_path / "run" / "checkpoints").iterdir():
+        model = load_checkpoint(path)["model"]
+        # the BatchNorm running statistics too, which a forward pass on the NaN would have taken in
+        assert all(torch.isfinite(tensor).all() for tensor in model.values() if tensor.is_floating_point()), path.name
+
+
+def test_a_model_holding_nan_is_never_saved(tmp_path):
+    path = tmp_path / "step_00000001.pt"
+    with pytest.raises(CheckpointError, match=r"not saved: the model holds NaN/inf in postnet.running_var"):
+        save_checkpoint(path, {"model": {"postnet.weight": torch.ones(2), "postnet.running_var": torch.tensor([1.0, math.nan])}})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ranks_get_disjoint_batches_of_equal_count(small_store):
@@ -209,5 +335,4 @@ def test_training_in_pieces_with_stop_at_equals_one_run(small_store, micro_run, 
 
     assert (first["stopped_by"], first["steps"]) == ("stop_at", 4)
     assert (second["stopped_by"], second["steps"]) == ("max_steps", 8)
-    whole, pieces = weights(micro_run[0], 8), weights(tmp_path / "pieces", 8)
-    assert all(torch.equal(whole[name], pieces[name]) for name in whole)
+    assert_same_weights(micro_run[0], tmp_path / "pieces", 8)

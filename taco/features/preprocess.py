@@ -47,6 +47,7 @@ from taco.features.store import (
 )
 from taco.features.summary import summarize
 from taco.features.text import Encoded, PronunciationError, TextConfig, decode, encode, symbols
+from taco.locking import LOCK_FILE, exclusive_lock
 from taco.progress import progress_bar
 
 # Utterances per shard: about 7 minutes of LJSpeech audio, 11 MB of mels. Small enough that 2 cores
@@ -120,53 +121,55 @@ def preprocess(
     )
     table = symbols(text.symbols_version)
     store_fingerprint = fingerprint(features, text, table, max_seconds)
-    with writing(store_dir):  # a read-only disk, a path below a file
+    # one writer per store: a second run would delete the first one's temporary shards; writing() words a
+    # read-only disk or a path below a file (where the lock file cannot be made) in one line
+    with writing(store_dir), exclusive_lock(store_dir, "feature store"):
         _prepare_store_dir(store_dir, store_fingerprint, overwrite)
 
-    info = {
-        "format_version": FORMAT_VERSION,
-        "complete": False,
-        "fingerprint": store_fingerprint,
-        "feature_config": features.to_dict(),
-        "text_config": text.to_dict(),
-        "symbols": table,
-        "max_seconds": max_seconds,
-        "split": split_recipe,
-        "corpus": str(corpus_dir.resolve()),
-        "library_versions": library_versions(),
-    }
-    write_json_atomically(store_dir / STORE_FILE, info)
+        info = {
+            "format_version": FORMAT_VERSION,
+            "complete": False,
+            "fingerprint": store_fingerprint,
+            "feature_config": features.to_dict(),
+            "text_config": text.to_dict(),
+            "symbols": table,
+            "max_seconds": max_seconds,
+            "split": split_recipe,
+            "corpus": str(corpus_dir.resolve()),
+            "library_versions": library_versions(),
+        }
+        write_json_atomically(store_dir / STORE_FILE, info)
 
-    tasks = [
-        ShardTask(number, tuple(entries[start : start + shard_size]))
-        for number, start in enumerate(range(0, len(entries), shard_size))
-    ]
-    parts, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint, split)
-    with progress_bar(
-        total=len(entries),
-        initial=len(entries) - sum(len(task.entries) for task in pending),
-        unit="utt",
-        desc="preprocess",
-        disable=not progress,
-    ) as bar:
-        # results stream in as shards finish, except on joblib's multiprocessing backend, which cannot stream
-        return_as = "list" if backend == "multiprocessing" else "generator_unordered"
-        # tasks that run in this process (threading backend, jobs=1) set its torch thread count to one
-        threads = torch.get_num_threads()
-        try:
-            results = joblib.Parallel(n_jobs=jobs, backend=backend, return_as=return_as)(
-                joblib.delayed(process_shard)(task, store_dir / SHARD_DIR, features, text, store_fingerprint,
-                                              max_seconds)
-                for task in pending
-            )
-            for summary in results:
-                parts.append(_IndexPart.of(summary, split))
-                bar.update(len(summary.task_ids))
-        finally:
-            torch.set_num_threads(threads)
+        tasks = [
+            ShardTask(number, tuple(entries[start : start + shard_size]))
+            for number, start in enumerate(range(0, len(entries), shard_size))
+        ]
+        parts, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint, split)
+        with progress_bar(
+            total=len(entries),
+            initial=len(entries) - sum(len(task.entries) for task in pending),
+            unit="utt",
+            desc="preprocess",
+            disable=not progress,
+        ) as bar:
+            # results stream in as shards finish, except on joblib's multiprocessing backend, which cannot stream
+            return_as = "list" if backend == "multiprocessing" else "generator_unordered"
+            # tasks that run in this process (threading backend, jobs=1) set its torch thread count to one
+            threads = torch.get_num_threads()
+            try:
+                results = joblib.Parallel(n_jobs=jobs, backend=backend, return_as=return_as)(
+                    joblib.delayed(process_shard)(task, store_dir / SHARD_DIR, features, text, store_fingerprint,
+                                                  max_seconds)
+                    for task in pending
+                )
+                for summary in results:
+                    parts.append(_IndexPart.of(summary, split))
+                    bar.update(len(summary.task_ids))
+            finally:
+                torch.set_num_threads(threads)
 
-    _write_index(store_dir, info, sorted(parts, key=lambda part: part.shard), failures)
-    return summarize(store_dir)
+        _write_index(store_dir, info, sorted(parts, key=lambda part: part.shard), failures)
+        return summarize(store_dir)
 
 
 def _read_corpus(corpus_dir, audio_path, metadata, train_metadata, val_metadata, val_fraction, val_count, seed):
@@ -214,7 +217,7 @@ def _prepare_store_dir(store_dir: Path, store_fingerprint: str, overwrite: bool)
             for name in (STORE_FILE, INDEX_FILE, FAILURES_FILE):
                 (store_dir / name).unlink(missing_ok=True)
             shutil.rmtree(store_dir / SHARD_DIR, ignore_errors=True)
-    elif store_dir.exists() and any(store_dir.iterdir()):
+    elif any(path.name != LOCK_FILE for path in store_dir.iterdir()):
         # never delete a folder we did not make, even with overwrite
         raise StoreError(f"{store_dir}: exists, is not empty, and is not a taco feature store; choose another folder")
     (store_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)

@@ -332,6 +332,13 @@ class FeatureStore:
     def fingerprint(self) -> str:
         return self.info["fingerprint"]
 
+    @property
+    def content_fingerprint(self) -> str:
+        """Hash of which utterances the store holds: ids, lengths and splits. Two stores made with the same
+        configs from different corpora share `fingerprint` but not this."""
+        content = [self.ids, self.n_frames.tolist(), self.n_tokens.tolist(), self.splits.tolist()]
+        return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()[:16]
+
     def __len__(self) -> int:
         return len(self.ids)
 

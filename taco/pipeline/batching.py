@@ -259,6 +259,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             self.position += 1  # counted before it is handed out: a state saved now has this batch consumed
             yield list(batch)
 
+    def batch(self, number: int) -> list[int]:
+        """The positions in batch `number` of the current epoch, e.g. to name the utterances of a batch
+        that a prefetching DataLoader handed out."""
+        return list(self._batches()[number])
+
     def __len__(self) -> int:
         """Batches in the current epoch for this rank, the same number on every rank."""
         return len(self._batches())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 CHECKPOINT_FORMAT = 1
 _STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
 BEST_FILE = "best.pt"
+_TEMPORARY = ".tmp-"  # a save in progress: step_NNNNNNNN.pt.tmp-PID
 
 
 @dataclass
@@ -39,13 +41,23 @@ def step_file(step: int) -> str:
 
 
 def save_checkpoint(path: Path, checkpoint: dict) -> None:
-    """Write atomically: a temporary file, fsync, rename. A killed save leaves the previous files intact."""
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as file:
-        torch.save({"checkpoint_format": CHECKPOINT_FORMAT} | checkpoint, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    """Write atomically: a temporary file, fsync, rename. A killed save leaves the previous files intact.
+
+    Refuses (CheckpointError) a model that holds NaN/inf: it would only ever make NaN mels and silent wavs."""
+    nonfinite = [name for name, tensor in checkpoint["model"].items()
+                 if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if nonfinite:
+        raise CheckpointError(f"{path}: not saved: the model holds NaN/inf in {', '.join(nonfinite)}")
+    temporary = path.with_name(f"{path.name}{_TEMPORARY}{os.getpid()}")
+    try:
+        with open(temporary, "wb") as file:
+            torch.save({"checkpoint_format": CHECKPOINT_FORMAT} | checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch reports a failed write of its own as RuntimeError
+        temporary.unlink(missing_ok=True)  # a full disk stays full with half a checkpoint on it
+        raise CheckpointError(f"{path}: cannot write it ({error})") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -62,6 +74,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return checkpoint
 
 
+def load_weights(model: torch.nn.Module, checkpoint: dict, path: str | os.PathLike) -> None:
+    """Load the weights of the checkpoint at `path` into a model built from its own model config;
+    CheckpointError when they do not fit it (a checkpoint edited or assembled by hand)."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        # torch puts each mismatch on a line of its own after a heading: the first says enough
+        first, *rest = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [str(error)]
+        more = f", and {len(rest)} more" if rest else ""
+        raise CheckpointError(f"{path}: its weights do not fit its model config ({first}{more})") from None
+
+
 def step_checkpoints(checkpoint_dir: Path) -> list[Path]:
     """The step checkpoints in a folder, oldest first."""
     if not checkpoint_dir.is_dir():
@@ -72,6 +96,51 @@ def step_checkpoints(checkpoint_dir: Path) -> list[Path]:
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     checkpoints = step_checkpoints(checkpoint_dir)
     return checkpoints[-1] if checkpoints else None
+
+
+def all_checkpoints(checkpoint_dir: Path) -> list[Path]:
+    """Every checkpoint in a folder: the step checkpoints, oldest first, then best.pt if there is one."""
+    best = checkpoint_dir / BEST_FILE
+    return step_checkpoints(checkpoint_dir) + ([best] if best.is_file() else [])
+
+
+def load_newest(checkpoint_dir: Path, warn: Callable[[str], None]) -> tuple[Path, dict] | None:
+    """The checkpoint a run resumes from, and its path: of the newest readable step checkpoint and best.pt,
+    the one that records the later step (the step checkpoint on a tie). None when the folder holds none.
+
+    A checkpoint that cannot be read (a truncated or corrupt file) is passed over: `warn` gets a line that
+    names it and the checkpoint used instead. Raises CheckpointError when none can be read.
+    """
+    readable, unreadable = [], []
+    # newest first, and only as far back as the first readable one: each load reads a whole file
+    for path in reversed(step_checkpoints(checkpoint_dir)):
+        try:
+            readable.append((path, load_checkpoint(path)))
+            break
+        except CheckpointError as error:
+            unreadable.append(error)
+    best = checkpoint_dir / BEST_FILE
+    if best.is_file():
+        try:
+            readable.append((best, load_checkpoint(best)))
+        except CheckpointError as error:
+            unreadable.append(error)
+    if not readable:
+        if unreadable:
+            raise CheckpointError(f"{checkpoint_dir}: no readable checkpoint; " + "; ".join(map(str, unreadable)))
+        return None
+    # max() keeps the first of equals: the step checkpoint
+    path, checkpoint = max(readable, key=lambda item: item[1]["progress"]["step"])
+    for error in unreadable:
+        warn(f"{error}; resuming from {path} instead")
+    return path, checkpoint
+
+
+def remove_temporaries(checkpoint_dir: Path) -> None:
+    """Delete the temporary files of saves that were killed before their rename. Only the folder's one
+    writer may call this: another writer's save in progress would go too."""
+    for leftover in checkpoint_dir.glob(f"*{_TEMPORARY}*"):
+        leftover.unlink()
 
 
 def prune_checkpoints(checkpoint_dir: Path, keep_last: int) -> None:

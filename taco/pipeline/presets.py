@@ -62,6 +62,12 @@ def configs_from(overrides, source: str = "config") -> tuple[ModelConfig, TrainC
     preset = overrides.get("preset", "tiny")
     if preset not in TRAINING_PRESETS:
         raise ValueError(f"{source}: unknown preset {preset!r}; choose one of {sorted(TRAINING_PRESETS)}")
-    model = ModelConfig.from_dict(MODEL_PRESETS[preset].to_dict() | overrides.get("model", {}))
-    training = TrainConfig.from_dict(TRAINING_PRESETS[preset].to_dict() | overrides.get("training", {}))
+    for key in ("model", "training"):
+        if not isinstance(overrides.get(key, {}), dict):
+            raise ValueError(f"{source}: {key!r} must be a JSON object of fields")
+    try:
+        model = ModelConfig.from_dict(MODEL_PRESETS[preset].to_dict() | overrides.get("model", {}))
+        training = TrainConfig.from_dict(TRAINING_PRESETS[preset].to_dict() | overrides.get("training", {}))
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
     return model, training

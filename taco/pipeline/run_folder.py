@@ -15,7 +15,8 @@ from tqdm import tqdm
 from taco.features.store import FeatureStore
 from taco.features.text import token_labels
 from taco.pipeline.batching import collate
-from taco.pipeline.checkpoint import BEST_FILE, Progress, prune_checkpoints, rng_states, save_checkpoint, step_file
+from taco.pipeline.checkpoint import (BEST_FILE, Progress, prune_checkpoints, remove_temporaries, rng_states,
+                                     save_checkpoint, step_file)
 from taco.pipeline.griffin_lim import mel_to_wave
 from taco.pipeline.losses import LossTerms
 from taco.pipeline.model import ModelConfig, Tacotron2
@@ -35,6 +36,7 @@ class RunWriter:
         self.model_config = model_config
         self.train_config = train_config
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        remove_temporaries(run_dir / "checkpoints")
         config = {
             "model": model_config.to_dict(),
             "training": train_config.to_dict(),
@@ -42,6 +44,7 @@ class RunWriter:
             "text": store.info["text_config"],
             "store": str(store.path.resolve()),
             "store_fingerprint": store.fingerprint,
+            "store_content": store.content_fingerprint,
         }
         (run_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         self.tensorboard = SummaryWriter(str(run_dir / "logs"))
@@ -71,7 +74,9 @@ class RunWriter:
             "feature_config": self.store.info["feature_config"],
             "text_config": self.store.info["text_config"],
             "symbols": list(self.store.symbols),
+            "store": str(self.store.path.resolve()),
             "store_fingerprint": self.store.fingerprint,
+            "store_content": self.store.content_fingerprint,
         }
         if scaler is not None:
             checkpoint["scaler"] = scaler.state_dict()

@@ -18,7 +18,8 @@ import torch
 
 from taco.features.mel import FeatureConfig, log_mel
 from taco.features.text import TextConfig, encode
-from taco.pipeline.checkpoint import CheckpointError, load_checkpoint
+from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, load_weights
+from taco.pipeline.device import pick_device
 from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, griffin_lim_lines, mel_to_magnitude
 from taco.pipeline.batching import pad_tokens
 from taco.pipeline.model import Inference, ModelConfig, Tacotron2
@@ -32,6 +33,14 @@ if TYPE_CHECKING:  # the vocoder module writes its wavs with write_wav from here
 DEFAULT_POWER = 1.5
 # Peak level of written audio: a little headroom below full scale so 16-bit PCM never clips.
 PEAK_LEVEL = 0.95
+# What the wavs hold: 16-bit PCM, which every player reads.
+SUBTYPE = "PCM_16"
+# A mel this short means the gate fired at once: the wav is written (a few milliseconds), with a warning.
+SHORT_MEL_FRAMES = 3
+
+
+class SynthesisError(Exception):
+    """A line that cannot be spoken or written as asked; str() is a one-line explanation."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +87,13 @@ class Synthesizer:
         for key in ("model", "model_config", "feature_config", "text_config", "symbols"):
             if key not in checkpoint:
                 raise CheckpointError(f"{checkpoint_path}: checkpoint lacks {key!r}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         self.model_config = ModelConfig.from_dict(checkpoint["model_config"])
         self.feature_config = FeatureConfig.from_dict(checkpoint["feature_config"])
         self.text_config = TextConfig.from_dict(checkpoint["text_config"])
         self.symbols = checkpoint["symbols"]
         self.model = Tacotron2(self.model_config)
-        self.model.load_state_dict(checkpoint["model"])
+        load_weights(self.model, checkpoint, checkpoint_path)
         self.model.to(self.device).eval()
         if vocoder is not None:
             vocoder.check_features(self.feature_config, checkpoint_path)
@@ -95,7 +104,8 @@ class Synthesizer:
                    vocode: bool = True) -> list[Utterance]:
         """Mels, alignments and (with `vocode`) waveforms for `texts`, in their order.
 
-        Texts with nothing to speak raise ValueError naming them."""
+        Texts with nothing to speak raise ValueError naming them; a NaN/inf mel or waveform raises
+        SynthesisError naming its text."""
         encoded = [encode(text, self.text_config) for text in texts]
         for number, (text, item) in enumerate(zip(texts, encoded), start=1):
             if len(item.ids) <= int(self.text_config.add_eos):
@@ -109,6 +119,7 @@ class Synthesizer:
                 chunk = order[start : start + config.batch_size]
                 batch = self._synthesize_batch([texts[i] for i in chunk], [encoded[i] for i in chunk], config, vocode)
                 for i, utterance in zip(chunk, batch):
+                    _refuse_nonfinite(i + 1, utterance)
                     results[i] = utterance
                 bar.update(len(chunk))
         return results
@@ -150,6 +161,16 @@ class Synthesizer:
         return [peak_normalize(wave.cpu().numpy()) for wave in waves]
 
 
+def _refuse_nonfinite(number: int, utterance: Utterance) -> None:
+    """NaN/inf would reach the wav as full-scale noise or silence; say which line it was instead."""
+    line = f"text {number} ({utterance.text!r})"
+    if not np.isfinite(utterance.mel).all():
+        raise SynthesisError(f"{line}: the model's mel is NaN/inf; the checkpoint's weights are broken")
+    if utterance.wave is not None and not np.isfinite(utterance.wave).all():
+        raise SynthesisError(f"{line}: Griffin-Lim's waveform is NaN/inf; a lower power (--power) keeps the "
+                             "magnitudes it raises within float32")
+
+
 def inference_item(inference: Inference, row: int, n_tokens: int, reduction_factor: int
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Item `row` of a batched `infer`, cut to its own length, as float32 arrays: mel (frames, n_mels),
@@ -171,14 +192,28 @@ def synthesize(checkpoint_path: str | os.PathLike, texts: list[str], config: Syn
 
 
 def peak_normalize(wave: np.ndarray) -> np.ndarray:
-    """Scale to a peak of PEAK_LEVEL, float32: Griffin-Lim's output level is arbitrary."""
-    return (wave * PEAK_LEVEL / max(float(np.abs(wave).max()), 1e-8)).astype(np.float32)
+    """Scale to a peak of PEAK_LEVEL, float32: Griffin-Lim's output level is arbitrary. A mel of one frame
+    gives no samples, which stay none."""
+    return (wave * PEAK_LEVEL / max(float(np.abs(wave).max(initial=0.0)), 1e-8)).astype(np.float32)
+
+
+def check_output(path: Path) -> None:
+    """Before synthesizing: libsndfile can write 16-bit PCM in the format the extension names, and the
+    folder exists (made if need be). OSError when the file system refuses the folder."""
+    kind = path.suffix[1:].upper()
+    if kind not in soundfile.available_formats() or not soundfile.check_format(kind, SUBTYPE):
+        extension = path.suffix or "a name without an extension"
+        raise SynthesisError(f"{path}: libsndfile cannot write 16-bit PCM to {extension}; use .wav or .flac")
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
     """16-bit PCM, mono."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, wave, sample_rate, subtype="PCM_16")
+    try:
+        soundfile.write(path, wave, sample_rate, subtype=SUBTYPE)
+    except soundfile.SoundFileError as error:  # libsndfile's own, for a full disk say
+        raise SynthesisError(f"{path}: cannot write it ({error})") from None
 
 
 def to_log_mel(mel: np.ndarray, normalization: str) -> np.ndarray:

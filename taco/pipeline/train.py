@@ -27,15 +27,20 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
 from taco.config import JsonConfig
 from taco.features.store import FeatureStore
+from taco.locking import exclusive_lock
 from taco.pipeline.batching import BucketBatchSampler, collate
-from taco.pipeline.checkpoint import Progress, latest_checkpoint, load_checkpoint, restore_rng_states
+from taco.pipeline.checkpoint import (Progress, all_checkpoints, latest_checkpoint, load_newest, load_weights,
+                                     restore_rng_states)
+from taco.pipeline.device import pick_device
 from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.run_folder import RunWriter
 from taco.progress import progress_bar
+from taco.signals import StopRequest, ignore_stop_signals
 
 AMP_MODES = ("bf16", "fp16", "none")
 
@@ -112,123 +117,156 @@ def train(
     """Train Tacotron2 on a feature store into `run_dir`; returns a summary of the run.
 
     A new run needs both configs; `model_config.n_symbols` and `n_mels` are taken from the store. With
-    `resume`, the configs come from the latest checkpoint in `run_dir` (pass none) and training continues
-    exactly where it stopped. `max_steps`, when given, replaces the configured number of steps (to train
-    longer on resume; the learning-rate schedule stretches to it). `stop_at` ends this call at that step
+    `resume`, the configs come from the newest checkpoint in `run_dir` (configs given too must equal them)
+    and training continues exactly where it stopped. `max_steps`, when given, replaces the configured
+    number of steps (to train longer on resume; the learning-rate schedule stretches to it). `stop_at` ends this call at that step
     and leaves the schedule alone, for training in pieces that resume one another. `device`: "cpu", "cuda", "cuda:1", ...; default CUDA when available. Under torchrun,
     each rank uses its LOCAL_RANK's GPU.
     """
     store = FeatureStore(store_dir)
     store.check_shards()  # a damaged shard in one line, before a DataLoader worker would wrap it in its traceback
     run_dir = Path(run_dir)
-    if resume != (model_config is None and train_config is None):
-        raise ValueError("give a model and a training config for a new run, and neither to resume one")
+    if (model_config is None) != (train_config is None) or (model_config is None and not resume):
+        raise ValueError("give a model and a training config for a new run; to resume one, give both or neither")
     rank, world_size = _start_distributed(device)
     device = _pick_device(device)
-    checkpoint = _checkpoint_to_resume(run_dir, store, resume)
-    if checkpoint is not None:
-        model_config = ModelConfig.from_dict(checkpoint["model_config"])
-        train_config = TrainConfig.from_dict(checkpoint["training_config"])
-    else:
-        model_config = dataclasses.replace(model_config, n_symbols=len(store.symbols), n_mels=store.feature_config.n_mels)
-    if max_steps is not None:
-        train_config = dataclasses.replace(train_config, max_steps=max_steps)
-    last_step = train_config.max_steps if stop_at is None else min(stop_at, train_config.max_steps)
-    torch.manual_seed(train_config.seed)
+    # one writer per run folder (rank 0 writes it): a second training would mix its checkpoints into this one's
+    with exclusive_lock(run_dir, "run folder") if rank == 0 else contextlib.nullcontext():
+        checkpoint_path, checkpoint = _checkpoint_to_resume(run_dir, store, resume)
+        if model_config is not None:
+            model_config = dataclasses.replace(model_config, n_symbols=len(store.symbols),
+                                               n_mels=store.feature_config.n_mels)
+        if checkpoint is not None:
+            saved = (ModelConfig.from_dict(checkpoint["model_config"]),
+                     TrainConfig.from_dict(checkpoint["training_config"]))
+            if model_config is not None:
+                _refuse_other_configs(run_dir, (model_config, train_config), saved, max_steps)
+            model_config, train_config = saved
+        if max_steps is not None:
+            train_config = dataclasses.replace(train_config, max_steps=max_steps)
+        last_step = train_config.max_steps if stop_at is None else min(stop_at, train_config.max_steps)
+        torch.manual_seed(train_config.seed)
 
-    model = Tacotron2(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate, weight_decay=train_config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_factor(step, train_config))
-    autocast_dtype = _autocast_dtype(train_config.amp, device)
-    scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
-    sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size)
-    state = Progress()
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        if scaler is not None and "scaler" in checkpoint:
-            scaler.load_state_dict(checkpoint["scaler"])
-        state = Progress(**checkpoint["progress"])
-        sampler.load_state_dict(checkpoint["sampler"])
-        restore_rng_states(checkpoint["rng"])
-    trained = DistributedDataParallel(model) if world_size > 1 else model
+        model = Tacotron2(model_config).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate,
+                                     weight_decay=train_config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                      lambda step: learning_rate_factor(step, train_config))
+        autocast_dtype = _autocast_dtype(train_config.amp, device)
+        scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
+        sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size)
+        if val_loader is None and rank == 0:
+            _warn(f"{store.path}: no validation split: no validation loss, no best.pt, and no alignment plots or "
+                  "audio samples; preprocess with --val-count N to hold some utterances out")
+        train_rows = store.split_indices("train")
+        state = Progress()
+        if checkpoint is not None:
+            load_weights(model, checkpoint, checkpoint_path)
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            if scaler is not None and "scaler" in checkpoint:
+                scaler.load_state_dict(checkpoint["scaler"])
+            state = Progress(**checkpoint["progress"])
+            sampler.load_state_dict(checkpoint["sampler"])
+            restore_rng_states(checkpoint["rng"])
+        trained = DistributedDataParallel(model) if world_size > 1 else model
 
-    writer = RunWriter(run_dir, store, model_config, train_config) if rank == 0 else None
-    stop = _StopSignal()
-    nonfinite_in_a_row = 0
-    last_terms: LossTerms | None = None
-    last_val_loss: LossTerms | None = None
-    bar = progress_bar(total=last_step, initial=state.step, unit="step", desc="train",
-                       disable=not progress or rank != 0, dynamic_ncols=True)
-    started, started_step = time.perf_counter(), state.step
-    with stop.installed():
-        while state.step < last_step and not stop.requested:
-            for batch in train_loader:
-                batch = {key: value.to(device) for key, value in batch.items()}
-                terms, grad_norm = _train_step(trained, optimizer, scaler, batch, model_config, train_config,
-                                               state.step, autocast_dtype, device)
-                scheduler.step()
-                state.step += 1
-                state.batches_done += 1
-                if terms is None:
-                    nonfinite_in_a_row += 1
-                    bar.write(f"step {state.step}: loss or gradient was NaN/inf, step skipped", file=sys.stderr)
-                    if nonfinite_in_a_row >= train_config.max_nonfinite_steps:
-                        raise TrainingError(
-                            f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step {state.step}; "
-                            f"the last good checkpoint is {latest_checkpoint(run_dir / 'checkpoints')}. "
-                            "Lower the learning rate or check the store with taco store-info --verify"
-                        )
+        writer = RunWriter(run_dir, store, model_config, train_config) if rank == 0 else None
+        # SIGINT/SIGTERM: stop after the current step and write a checkpoint
+        stop = StopRequest()
+        stopping = False
+        nonfinite_in_a_row = 0
+        last_terms: LossTerms | None = None
+        last_val_loss: LossTerms | None = None
+        bar = progress_bar(total=last_step, initial=state.step, unit="step", desc="train",
+                           disable=not progress or rank != 0, dynamic_ncols=True)
+        started, started_step = time.perf_counter(), state.step
+        with stop.installed():
+            while state.step < last_step and not stopping:
+                for batch in train_loader:
+                    batch = {key: value.to(device) for key, value in batch.items()}
+                    terms, grad_norm = _train_step(trained, optimizer, scaler, batch, model_config, train_config,
+                                                   state.step, autocast_dtype, device)
+                    scheduler.step()
+                    state.step += 1
+                    state.batches_done += 1
+                    if terms is None:
+                        nonfinite_in_a_row += 1
+                        # the batch just trained on is number batches_done - 1 of this epoch
+                        bad = _nonfinite_ids(batch, sampler.batch(state.batches_done - 1), train_rows, store)
+                        reason = f"{', '.join(bad)} has NaN/inf in its mel" if bad else "loss or gradient was NaN/inf"
+                        bar.write(f"step {state.step}: {reason}, step skipped", file=sys.stderr)
+                        if nonfinite_in_a_row >= train_config.max_nonfinite_steps:
+                            raise TrainingError(
+                                f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step {state.step}; "
+                                f"the last good checkpoint is {latest_checkpoint(run_dir / 'checkpoints')}. "
+                                "Lower the learning rate or check the store with taco store-info --verify"
+                            )
+                    else:
+                        nonfinite_in_a_row = 0
+                        last_terms = terms
+                        # refresh=False: the bar shows the new values at its next redraw; a forced redraw per step
+                        # would write every step into a log file or pipe (progress_bar's mininterval)
+                        bar.set_postfix(loss=f"{terms.total.item():.4f}",
+                                        steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}",
+                                        refresh=False)
+                        if writer is not None and state.step % train_config.log_every == 0:
+                            writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
+                                           grad_norm=grad_norm.item())
+                    bar.update(1)
+                    if state.step % train_config.checkpoint_every == 0 and writer is not None:
+                        writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
+                    stopping = stop.signum is not None
+                    if dist.is_initialized():
+                        # the ranks stop together: one that went on alone would wait for the others forever
+                        stopping = not _on_every_rank(torch.tensor(not stopping, device=device))
+                    if state.step >= last_step or stopping:
+                        break
                 else:
-                    nonfinite_in_a_row = 0
-                    last_terms = terms
-                    # refresh=False: the bar shows the new values at its next redraw; a forced redraw per step
-                    # would write every step into a log file or pipe (progress_bar's mininterval)
-                    bar.set_postfix(loss=f"{terms.total.item():.4f}",
-                                    steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}",
-                                    refresh=False)
-                    if writer is not None and state.step % train_config.log_every == 0:
-                        writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
-                                       grad_norm=grad_norm.item())
-                bar.update(1)
-                if state.step % train_config.checkpoint_every == 0 and writer is not None:
-                    writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
-                if state.step >= last_step or stop.requested:
-                    break
-            else:
-                # the epoch ran to its end: validate, then start the next one
-                # every rank validates the whole (small) validation split, so the ranks agree without a reduce
-                val_loss = _validate(model, val_loader, model_config, train_config, state.step, autocast_dtype, device)
-                state.epoch += 1
-                state.batches_done = 0
-                sampler.set_epoch(state.epoch)
-                if val_loss is not None:
-                    last_val_loss = val_loss
-                    if writer is not None:
-                        # after the epoch advanced: best.pt resumes at the start of the next one, as this run does
-                        writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
-    bar.close()
-    if writer is not None:
-        if state.step % train_config.checkpoint_every != 0:
-            writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
-        writer.close()
-    if world_size > 1:
-        dist.destroy_process_group()
-    return {
-        "run_dir": str(run_dir),
-        "steps": state.step,
-        "epochs": state.epoch,
-        "stopped_by": "signal" if stop.requested else ("max_steps" if state.step >= train_config.max_steps else "stop_at"),
-        "last_loss": _as_floats(last_terms),
-        "last_val_loss": _as_floats(last_val_loss),
-        "best_val_loss": None if math.isinf(state.best_val_loss) else state.best_val_loss,
-        "checkpoint": str(latest_checkpoint(run_dir / "checkpoints")),
-    }
+                    # the epoch ran to its end: validate, then start the next one
+                    # every rank validates the whole (small) validation split, so the ranks agree without a reduce
+                    val_loss = _validate(model, val_loader, model_config, train_config, state.step, autocast_dtype, device)
+                    state.epoch += 1
+                    state.batches_done = 0
+                    sampler.set_epoch(state.epoch)
+                    if val_loss is not None:
+                        last_val_loss = val_loss
+                        if writer is not None:
+                            # after the epoch advanced: best.pt resumes at the start of the next one, as this run does
+                            writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
+        bar.close()
+        if writer is not None:
+            if state.step % train_config.checkpoint_every != 0:
+                writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
+            writer.close()
+        if world_size > 1:
+            dist.destroy_process_group()
+        return {
+            "run_dir": str(run_dir),
+            "steps": state.step,
+            "epochs": state.epoch,
+            "stopped_by": ("max_steps" if state.step >= train_config.max_steps
+                           else "signal" if stopping else "stop_at"),
+            "signal": None if stop.signum is None else signal.Signals(stop.signum).name,
+            "last_loss": _as_floats(last_terms),
+            "last_val_loss": _as_floats(last_val_loss),
+            "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+            "checkpoint": str(latest_checkpoint(run_dir / "checkpoints")),
+        }
 
 
-def _as_floats(terms: LossTerms | None) -> dict[str, float] | None:
-    return None if terms is None else {name: value.item() for name, value in terms._asdict().items()}
+def _as_floats(terms: LossTerms | None) -> dict[str, float | None] | None:
+    """Loss terms as plain floats; NaN/inf as None, which JSON can hold."""
+    if terms is None:
+        return None
+    return {name: value.item() if torch.isfinite(value) else None for name, value in terms._asdict().items()}
+
+
+def _nonfinite_ids(batch: dict[str, torch.Tensor], positions: list[int], train_rows, store: FeatureStore) -> list[str]:
+    """Ids of the utterances in `batch` whose mels hold NaN/inf; `positions`: the batch's positions in `train_rows`."""
+    # (B, T_mel, n_mels) -> (B,)
+    finite = torch.isfinite(batch["mels"]).flatten(1).all(1).tolist()
+    return [store.ids[train_rows[position]] for position, ok in zip(positions, finite) if not ok]
 
 
 def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: TrainConfig, rank: int = 0,
@@ -246,9 +284,11 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
     # which would make a resumed run differ from an uninterrupted one
     generator = torch.Generator().manual_seed(train_config.seed)
     # persistent workers: a new epoch would otherwise start new processes (measured +40% batches/s)
+    # the workers leave SIGINT and SIGTERM to the training loop, which saves a checkpoint before it stops;
+    # torch's own handler would end a worker, and with it the run, at the first group signal
     train_loader = DataLoader(Subset(store, train_rows), batch_sampler=sampler, collate_fn=collate_r,
                               num_workers=train_config.num_workers, generator=generator,
-                              persistent_workers=train_config.num_workers > 0)
+                              persistent_workers=train_config.num_workers > 0, worker_init_fn=ignore_stop_signals)
     val_rows = store.split_indices("val")
     val_loader = None
     if len(val_rows):
@@ -260,9 +300,16 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
 
 
 def _train_step(model, optimizer, scaler, batch, model_config, train_config, step, autocast_dtype, device):
-    """One optimizer step. Returns (loss terms, grad norm tensor), or (None, None) when it was skipped as non-finite."""
+    """One optimizer step. Returns (loss terms, grad norm tensor), or (None, None) when it was skipped: its
+    batch's mels, or its loss or gradient, were NaN/inf (on any rank: the ranks must agree, or their
+    weights would drift apart). A skipped step changes nothing in the model."""
+    # checked before the forward pass: BatchNorm would take a NaN into its running statistics
+    if not _on_every_rank(torch.isfinite(batch["mels"]).all()):
+        return None, None
     optimizer.zero_grad(set_to_none=True)
     model.train()
+    # the forward pass updates BatchNorm's running statistics: kept to put back if the step is skipped
+    buffers = [buffer.clone() for buffer in model.buffers()]
     with _autocast(autocast_dtype, device):
         output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
     terms = _loss(output, batch, model_config, train_config, step)
@@ -272,11 +319,9 @@ def _train_step(model, optimizer, scaler, batch, model_config, train_config, ste
     else:
         terms.total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-    finite = torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm)
-    if dist.is_initialized():
-        # every rank must take the same decision, or their weights drift apart
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if not finite:
+    if not _on_every_rank(torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm)):
+        for buffer, kept in zip(model.buffers(), buffers):
+            buffer.copy_(kept)
         if scaler is not None:
             scaler.update()  # lets the scaler lower its scale after an overflow
         return None, None
@@ -286,6 +331,13 @@ def _train_step(model, optimizer, scaler, batch, model_config, train_config, ste
     else:
         optimizer.step()
     return LossTerms(*(term.detach() for term in terms)), grad_norm.detach()
+
+
+def _on_every_rank(flag: torch.Tensor) -> bool:
+    """Whether a boolean tensor is true on every rank (on this one alone without torchrun)."""
+    if dist.is_initialized():
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag)
 
 
 def _loss(output, batch, model_config, train_config, step) -> LossTerms:
@@ -328,12 +380,8 @@ def _start_distributed(device: str | None) -> tuple[int, int]:
 
 
 def _pick_device(requested: str | None) -> torch.device:
-    if requested is None:
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
+    device = pick_device(requested)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainingError(f"device {requested!r} asked for, but this torch sees no CUDA device")
         if dist.is_initialized():
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -352,37 +400,51 @@ def _autocast(dtype: torch.dtype | None, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def _checkpoint_to_resume(run_dir: Path, store: FeatureStore, resume: bool) -> dict | None:
-    latest = latest_checkpoint(run_dir / "checkpoints")
+def _checkpoint_to_resume(run_dir: Path, store: FeatureStore, resume: bool) -> tuple[Path | None, dict | None]:
+    """The checkpoint to resume from and its path; (None, None) for a new run."""
+    checkpoint_dir = run_dir / "checkpoints"
     if not resume:
-        if latest is not None:
-            raise TrainingError(f"{run_dir}: already holds checkpoints; pass --resume to continue that run, or choose another folder")
-        return None
-    if latest is None:
+        if existing := all_checkpoints(checkpoint_dir):
+            raise TrainingError(f"{run_dir}: already holds checkpoints ({', '.join(path.name for path in existing)}); "
+                                "pass --resume to continue that run, or choose another folder")
+        return None, None
+    newest = load_newest(checkpoint_dir, _warn)
+    if newest is None:
         raise TrainingError(f"{run_dir}: no checkpoint to resume from")
-    checkpoint = load_checkpoint(latest)
+    path, checkpoint = newest
     if checkpoint["store_fingerprint"] != store.fingerprint:
         raise TrainingError(
-            f"{latest} was trained on a store with fingerprint {checkpoint['store_fingerprint']}, but {store.path} "
+            f"{path} was trained on a store with fingerprint {checkpoint['store_fingerprint']}, but {store.path} "
             f"has {store.fingerprint}: resuming would mix features made differently"
         )
-    return checkpoint
+    # checkpoints written before stores had a content fingerprint lack it; their sampler state still
+    # refuses a store with another number of training utterances
+    if "store_content" in checkpoint and checkpoint["store_content"] != store.content_fingerprint:
+        raise TrainingError(
+            f"{path} was trained on the {checkpoint['sampler']['n_utterances']} training utterances of "
+            f"{checkpoint['store']}, but {store.path} holds other utterances ({len(store.split_indices('train'))} "
+            "for training): resuming would go on with other data; resume with the run's own store"
+        )
+    return path, checkpoint
 
 
-class _StopSignal:
-    """SIGINT/SIGTERM ask the loop to stop after the current step and write a checkpoint."""
+def _refuse_other_configs(run_dir: Path, given: tuple[ModelConfig, TrainConfig],
+                          saved: tuple[ModelConfig, TrainConfig], max_steps: int | None) -> None:
+    """A resumed run keeps its configuration: configs given on resume must equal the run's own."""
+    if max_steps is not None:
+        # max_steps replaces the configured number of steps, the run's as well as the given one's
+        given = (given[0], dataclasses.replace(given[1], max_steps=max_steps))
+        saved = (saved[0], dataclasses.replace(saved[1], max_steps=max_steps))
+    differences = [
+        f"{kind}.{name} (the run's {value!r}, given {mine.to_dict()[name]!r})"
+        for kind, mine, theirs in zip(("model", "training"), given, saved)
+        for name, value in theirs.to_dict().items()
+        if mine.to_dict()[name] != value
+    ]
+    if differences:
+        raise TrainingError(f"{run_dir}: a resumed run keeps its configuration, and the one given differs in "
+                            f"{', '.join(differences)}; resume without --config, or start a new run in another folder")
 
-    def __init__(self):
-        self.requested = False
 
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    @contextlib.contextmanager
-    def installed(self):
-        previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+def _warn(message: str) -> None:
+    tqdm.write(f"warning: {message}", file=sys.stderr)

@@ -1,0 +1,52 @@
+"""SIGINT and SIGTERM: the main process decides, and a stopped command exits 130 or 143.
+
+Training's group signal, saved and resumed exactly, is in test_train.py."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from taco.features.store import FeatureStore
+from taco.signals import Interrupted, StopRequest, exit_status, interrupted_by_signals
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_work_that_may_stop_anywhere_is_interrupted_with_the_signals_exit_status(signum, status):
+    with pytest.raises(Interrupted) as stopped, interrupted_by_signals():
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler interrupts this
+    assert stopped.value.signum == signum and exit_status(signum) == status
+
+
+def test_a_stop_request_only_notes_the_signal_and_restores_the_handlers_after():
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest().installed() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_group_sigterm_stops_preprocess_with_status_143_and_a_rerun_finishes_the_store(make_corpus, tmp_path):
+    store = tmp_path / "store"
+    # worker processes in the group, as under a scheduler; one utterance per shard, so that the signal
+    # arrives with some shards written and others not
+    command = [sys.executable, "-m", "taco", "preprocess", str(make_corpus(20)), str(store), "--shard-size", "1",
+               "--jobs", "2", "--backend", "loky", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (store / "shards" / "00000.h5").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, errors = process.communicate(timeout=120)
+
+    assert process.returncode == 143, errors.decode()
+    assert "interrupted by SIGTERM" in errors.decode() and "Traceback" not in errors.decode()
+    assert len(list((store / "shards").glob("*.h5"))) < 20, "finished before the signal"
+
+    rerun = subprocess.run(command, capture_output=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    assert len(FeatureStore(store)) == 20
