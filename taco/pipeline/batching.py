@@ -95,10 +95,13 @@ def bucket_batches(
        j = `length_jitter`, so neighbours in length share batches, and which neighbours varies by epoch
        (at a padding cost of about j; 0 gives the same batches every epoch, only their order changes);
     2. the sorted positions are cut greedily into consecutive batches under the budget;
-    3. the batch order is shuffled;
-    4. while the number of batches is not a multiple of `world_size`, the batch with the most utterances
-       (the first such in the shuffled order) is split into two halves, which stay under the budget;
-    5. this rank gets batches[rank::world_size], so every rank has the same number of batches and, over
+    3. while the number of batches is not a multiple of `world_size`, the batch with the most utterances
+       (the first such in length order) is split into two halves, which stay under the budget;
+    4. each run of `world_size` consecutive batches is one step: the batches the ranks train on at the same
+       time. They are neighbours in length, so no rank waits long at the gradient all-reduce for another
+       rank's longer batch. The order of the steps is shuffled, and so is which rank gets which batch of
+       a step; with world_size 1 a step is a batch, and this is the batch order shuffled;
+    5. this rank gets its batch of every step, so every rank has the same number of batches and, over
        all ranks, every utterance is in exactly one batch: none dropped, none repeated.
 
     Raises ValueError for bad arguments; for fewer utterances than `world_size`; when an utterance is
@@ -124,10 +127,12 @@ def bucket_batches(
     rng = np.random.default_rng((seed, epoch))
     keys = lengths * (1.0 + rng.uniform(-length_jitter, length_jitter, size=len(lengths)))
     order = np.argsort(keys, kind="stable")
-    batches = cut_batches(order, lengths, budget)
-    batches = [batches[i] for i in rng.permutation(len(batches))]
-    batches = _split_to_multiple(batches, world_size)
-    return batches[rank::world_size]
+    batches = _split_to_multiple(cut_batches(order, lengths, budget), world_size)
+    steps = np.arange(len(batches)).reshape(-1, world_size)  # (n_steps, world_size) indices into batches
+    steps = steps[rng.permutation(len(steps))]
+    # which rank gets the shorter batches of a step changes too: DDP keeps rank 0's BatchNorm statistics
+    steps = rng.permuted(steps, axis=1)
+    return [batches[i] for i in steps[:, rank]]
 
 
 def cut_batches(order: np.ndarray, lengths: np.ndarray, budget: FrameBudget) -> list[list[int]]:
@@ -155,7 +160,7 @@ def _split_to_multiple(batches: list[list[int]], world_size: int) -> list[list[i
     """Split the fullest batches in two until their number is a multiple of world_size.
 
     Halves of a batch hold no more utterances and no longer ones than it did, so they keep its budget.
-    The halves stay next to each other, where they go to different ranks.
+    The halves stay next to each other, so that they are dealt to the same step or to neighbouring ones.
     """
     batches = list(batches)
     while len(batches) % world_size:
