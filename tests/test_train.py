@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import pytest
 import torch
 from click.testing import CliRunner
 
+import taco.pipeline.train as training
 from taco.cli import main
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
@@ -261,8 +263,6 @@ def test_a_new_run_refuses_a_folder_that_holds_checkpoints(small_store, tmp_path
 
 
 def test_non_finite_losses_skip_steps_and_too_many_stop_the_run(small_store, tmp_path, monkeypatch):
-    import taco.pipeline.train as training
-
     real_loss = training._loss
 
     def poisoned(output, batch, model_config, train_config, step):
@@ -336,3 +336,37 @@ def test_training_in_pieces_with_stop_at_equals_one_run(small_store, micro_run, 
     assert (first["stopped_by"], first["steps"]) == ("stop_at", 4)
     assert (second["stopped_by"], second["steps"]) == ("max_steps", 8)
     assert_same_weights(micro_run[0], tmp_path / "pieces", 8)
+
+
+def test_training_reads_scalars_only_at_log_steps(small_store, tmp_path, monkeypatch):
+    """Reading a scalar (.item()) makes the host wait for the device: the loop reads the loss and the
+    gradient norm every log_every steps, never in between. (torch's own reads, such as the CPU Adam's of
+    its step count, which lives on the host, are not the loop's.)"""
+    steps_done, read_at = [0], []
+    real_step, real_item = training._train_step, torch.Tensor.item
+    taco_code = str(Path(training.__file__).parents[1])
+
+    def counting_step(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        steps_done[0] += 1
+        return result
+
+    def recorded_item(tensor):
+        if sys._getframe(1).f_code.co_filename.startswith(taco_code):
+            read_at.append(steps_done[0])
+        return real_item(tensor)
+
+    monkeypatch.setattr(training, "_train_step", counting_step)
+    monkeypatch.setattr(training, "_validate", lambda *args: None)  # validation reads its own scalars at epoch ends
+    monkeypatch.setattr(torch.Tensor, "item", recorded_item)
+    train(small_store, tmp_path / "run", *micro(log_every=4, checkpoint_every=4), progress=True)
+    assert read_at and set(read_at) <= {4, 8}
+
+
+def test_a_run_without_a_config_gets_base_on_cuda_and_tiny_on_the_cpu(monkeypatch):
+    from taco.pipeline.presets import default_preset
+
+    assert default_preset("cpu") == "tiny"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert default_preset(None) == "base"
+    assert default_preset("cpu") == "tiny"

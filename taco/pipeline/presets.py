@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from taco.pipeline.device import pick_device
 from taco.pipeline.model import PRESETS as MODEL_PRESETS
 from taco.pipeline.model import ModelConfig
 from taco.pipeline.train import TrainConfig
@@ -36,6 +37,12 @@ TRAINING_PRESETS = {
     ),
 }
 CONFIG_KEYS = ("preset", "model", "training")
+
+
+def default_preset(device: str | None) -> str:
+    """The preset a run without a config gets: `base` on CUDA, where a user with a corpus like LJSpeech
+    wants the paper's model and not a toy; `tiny` on the CPU, where `base` would take days."""
+    return "base" if pick_device(device).type == "cuda" else "tiny"
 
 
 def load_config(spec: str) -> tuple[ModelConfig, TrainConfig]:

@@ -154,7 +154,8 @@ def train(
                                                       lambda step: learning_rate_factor(step, train_config))
         autocast_dtype = _autocast_dtype(train_config.amp, device)
         scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
-        sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size)
+        sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size,
+                                                         pin_memory=device.type == "cuda")
         if val_loader is None and rank == 0:
             _warn(f"{store.path}: no validation split: no validation loss, no best.pt, and no alignment plots or "
                   "audio samples; preprocess with --val-count N to hold some utterances out")
@@ -184,9 +185,13 @@ def train(
         with stop.installed():
             while state.step < last_step and not stopping:
                 for batch in train_loader:
-                    batch = {key: value.to(device) for key, value in batch.items()}
-                    terms, grad_norm = _train_step(trained, optimizer, scaler, batch, model_config, train_config,
-                                                   state.step, autocast_dtype, device)
+                    # checked on the host's copy, before the forward pass (BatchNorm would take a NaN into its
+                    # running statistics), so the device is not asked for a value
+                    mels_finite = torch.isfinite(batch["mels"]).all()
+                    # non_blocking: a copy from pinned memory overlaps the device's work (a no-op on the CPU)
+                    batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+                    terms, grad_norm = _train_step(trained, optimizer, scaler, batch, mels_finite, model_config,
+                                                   train_config, state.step, autocast_dtype, device)
                     scheduler.step()
                     state.step += 1
                     state.batches_done += 1
@@ -205,21 +210,22 @@ def train(
                     else:
                         nonfinite_in_a_row = 0
                         last_terms = terms
-                        # refresh=False: the bar shows the new values at its next redraw; a forced redraw per step
-                        # would write every step into a log file or pipe (progress_bar's mininterval)
-                        bar.set_postfix(loss=f"{terms.total.item():.4f}",
-                                        steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}",
-                                        refresh=False)
-                        if writer is not None and state.step % train_config.log_every == 0:
-                            writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
-                                           grad_norm=grad_norm.item())
+                        # scalars are read every log_every steps only: reading one waits for the device to finish
+                        if state.step % train_config.log_every == 0:
+                            # refresh=False: the bar shows them at its next redraw; a forced redraw would write
+                            # into a log file or pipe at every log step (progress_bar's mininterval)
+                            bar.set_postfix(loss=f"{terms.total.item():.4f}", refresh=False,
+                                            steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}")
+                            if writer is not None:
+                                writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
+                                               grad_norm=grad_norm.item())
                     bar.update(1)
                     if state.step % train_config.checkpoint_every == 0 and writer is not None:
                         writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
                     stopping = stop.signum is not None
                     if dist.is_initialized():
                         # the ranks stop together: one that went on alone would wait for the others forever
-                        stopping = not _on_every_rank(torch.tensor(not stopping, device=device))
+                        stopping = not _on_every_rank(torch.tensor(not stopping), device)
                     if state.step >= last_step or stopping:
                         break
                 else:
@@ -270,8 +276,9 @@ def _nonfinite_ids(batch: dict[str, torch.Tensor], positions: list[int], train_r
 
 
 def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: TrainConfig, rank: int = 0,
-                 world_size: int = 1) -> tuple[BucketBatchSampler, DataLoader, DataLoader | None]:
-    """This rank's bucketed training loader (and its sampler) and the validation loader (None without a val split)."""
+                 world_size: int = 1, pin_memory: bool = False) -> tuple[BucketBatchSampler, DataLoader, DataLoader | None]:
+    """This rank's bucketed training loader (and its sampler) and the validation loader (None without a val split).
+    `pin_memory` (for CUDA): batches in page-locked memory, which the device copies from without waiting."""
     train_rows = store.split_indices("train")
     if len(train_rows) < world_size:
         raise TrainingError(f"{store.path}: {len(train_rows)} training utterances, fewer than {world_size} ranks")
@@ -287,7 +294,7 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
     # the workers leave SIGINT and SIGTERM to the training loop, which saves a checkpoint before it stops;
     # torch's own handler would end a worker, and with it the run, at the first group signal
     train_loader = DataLoader(Subset(store, train_rows), batch_sampler=sampler, collate_fn=collate_r,
-                              num_workers=train_config.num_workers, generator=generator,
+                              num_workers=train_config.num_workers, generator=generator, pin_memory=pin_memory,
                               persistent_workers=train_config.num_workers > 0, worker_init_fn=ignore_stop_signals)
     val_rows = store.split_indices("val")
     val_loader = None
@@ -299,12 +306,15 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
     return sampler, train_loader, val_loader
 
 
-def _train_step(model, optimizer, scaler, batch, model_config, train_config, step, autocast_dtype, device):
+def _train_step(model, optimizer, scaler, batch, mels_finite, model_config, train_config, step, autocast_dtype,
+                device):
     """One optimizer step. Returns (loss terms, grad norm tensor), or (None, None) when it was skipped: its
-    batch's mels, or its loss or gradient, were NaN/inf (on any rank: the ranks must agree, or their
-    weights would drift apart). A skipped step changes nothing in the model."""
-    # checked before the forward pass: BatchNorm would take a NaN into its running statistics
-    if not _on_every_rank(torch.isfinite(batch["mels"]).all()):
+    batch's mels (`mels_finite`, a host tensor), or its loss or gradient, were NaN/inf (on any rank: the ranks
+    must agree, or their weights would drift apart). A skipped step changes nothing in the model.
+
+    The step waits for the device once, for the loss and gradient check: a skip must be decided before
+    optimizer.step() (GradScaler's step waits for the same reason)."""
+    if not _on_every_rank(mels_finite, device):
         return None, None
     optimizer.zero_grad(set_to_none=True)
     model.train()
@@ -319,7 +329,7 @@ def _train_step(model, optimizer, scaler, batch, model_config, train_config, ste
     else:
         terms.total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-    if not _on_every_rank(torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm)):
+    if not _on_every_rank(torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm), device):
         for buffer, kept in zip(model.buffers(), buffers):
             buffer.copy_(kept)
         if scaler is not None:
@@ -333,9 +343,10 @@ def _train_step(model, optimizer, scaler, batch, model_config, train_config, ste
     return LossTerms(*(term.detach() for term in terms)), grad_norm.detach()
 
 
-def _on_every_rank(flag: torch.Tensor) -> bool:
+def _on_every_rank(flag: torch.Tensor, device: torch.device) -> bool:
     """Whether a boolean tensor is true on every rank (on this one alone without torchrun)."""
     if dist.is_initialized():
+        flag = flag.to(device)  # NCCL reduces device tensors only
         dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag)
 
