@@ -31,7 +31,7 @@ _EXPORTS = {
     "summarize": "taco.features.summary",
     "ModelConfig": "taco.pipeline.model",
     "Tacotron2": "taco.pipeline.model",
-    "TrainConfig": "taco.pipeline.train",
+    "TrainConfig": "taco.pipeline.train_config",
     "train": "taco.pipeline.train",
     "load_config": "taco.pipeline.presets",
     "SynthConfig": "taco.pipeline.synth",

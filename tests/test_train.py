@@ -22,7 +22,8 @@ from taco.pipeline.batching import collate
 from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_file
 from taco.pipeline.losses import guided_attention_loss, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
-from taco.pipeline.train import TrainConfig, TrainingError, learning_rate_factor, make_loaders, train
+from taco.pipeline.train import TrainingError, make_loaders, train
+from taco.pipeline.train_config import TrainConfig, learning_rate_factor
 
 from conftest import MICRO, micro
 

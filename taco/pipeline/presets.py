@@ -16,7 +16,7 @@ from pathlib import Path
 from taco.pipeline.device import pick_device
 from taco.pipeline.model import PRESETS as MODEL_PRESETS
 from taco.pipeline.model import ModelConfig
-from taco.pipeline.train import TrainConfig
+from taco.pipeline.train_config import TrainConfig
 
 TRAINING_PRESETS = {
     # NVIDIA/tacotron2 on LJSpeech with a GPU

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -22,9 +21,7 @@ from taco.pipeline.losses import LossTerms
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.plots import alignment_figure, mel_figure, save_figure
 from taco.pipeline.synth import peak_normalize, write_wav
-
-if TYPE_CHECKING:
-    from taco.pipeline.train import TrainConfig
+from taco.pipeline.train_config import TrainConfig
 
 
 class RunWriter:

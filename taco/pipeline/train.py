@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,7 +28,6 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from taco.config import JsonConfig
 from taco.features.store import FeatureStore
 from taco.locking import exclusive_lock
 from taco.pipeline.batching import BucketBatchSampler, collate
@@ -39,67 +37,12 @@ from taco.pipeline.device import pick_device
 from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.run_folder import RunWriter
+from taco.pipeline.train_config import TrainConfig, guided_attention_weight, learning_rate_factor
 from taco.progress import progress_bar
 from taco.signals import StopRequest, ignore_stop_signals
 
-AMP_MODES = ("bf16", "fp16", "none")
-
-
-@dataclass(frozen=True)
-class TrainConfig(JsonConfig):
-    """How to train. Defaults: NVIDIA/tacotron2 hparams and the seed, unless a comment says otherwise."""
-
-    batch_frames: int | None = 40_000  # padded mel frames per batch: ~64 LJSpeech utterances (NVIDIA batch 64)
-    batch_size: int | None = None  # a fixed number of utterances instead of batch_frames
-    learning_rate: float = 1e-3
-    final_learning_rate: float = 1e-5  # cosine decay ends here at max_steps
-    warmup_steps: int = 1000  # linear warm-up: Adam's early steps are large while its moments settle
-    max_steps: int = 100_000
-    weight_decay: float = 1e-6
-    grad_clip: float = 1.0  # max global grad norm
-    gate_pos_weight: float = 5.0  # one stop step per utterance; ESPnet's bce_pos_weight
-    guided_attention_weight: float = 1.0  # ESPnet's guided_attn_loss_lambda
-    guided_attention_sigma: float = 0.4  # ESPnet's guided_attn_loss_sigma (Tachibana et al. used 0.2)
-    guided_attention_half_life: int = 10_000  # steps for the weight to halve; 0 keeps it constant
-    amp: str = "bf16"  # mixed precision on CUDA: bf16, fp16 (with a grad scaler) or none; CPU runs in fp32
-    seed: int = 1234
-    num_workers: int = 2  # DataLoader worker processes per rank
-    checkpoint_every: int = 1000  # steps; also when alignment plots and audio samples are written
-    keep_last: int = 3  # step checkpoints kept besides best.pt
-    log_every: int = 50  # steps between TensorBoard scalar writes
-    max_nonfinite_steps: int = 20  # NaN/inf losses in a row before the run stops
-    griffin_lim_iterations: int = 32
-
-    def __post_init__(self):
-        if (self.batch_frames is None) == (self.batch_size is None):
-            raise ValueError("TrainConfig needs exactly one of batch_frames and batch_size")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"TrainConfig.amp must be one of {AMP_MODES}, got {self.amp!r}")
-        for name in ("max_steps", "checkpoint_every", "keep_last", "log_every", "max_nonfinite_steps"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
-        if not 0 < self.final_learning_rate <= self.learning_rate:
-            raise ValueError("TrainConfig needs 0 < final_learning_rate <= learning_rate")
-
-
 class TrainingError(Exception):
     """The run cannot start or cannot go on; str() is a one-line explanation."""
-
-
-def learning_rate_factor(step: int, config: TrainConfig) -> float:
-    """Multiplier of the base learning rate: linear warm-up, then cosine decay to final_learning_rate."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    span = max(config.max_steps - config.warmup_steps, 1)
-    progress = min((step - config.warmup_steps) / span, 1.0)
-    floor = config.final_learning_rate / config.learning_rate
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def guided_attention_weight(step: int, config: TrainConfig) -> float:
-    if config.guided_attention_half_life == 0:
-        return config.guided_attention_weight
-    return config.guided_attention_weight * 0.5 ** (step / config.guided_attention_half_life)
 
 
 def train(
