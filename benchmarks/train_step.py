@@ -36,7 +36,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# python puts benchmarks/ on the path, not the root: without the root, `taco` would be whichever checkout
+# `pip install -e` points at, and the table would time that one instead of this one
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from report import describe_machine, load_average, print_table, verdict  # noqa: E402
 
 from taco.pipeline import model as current_model  # noqa: E402

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from taco.pipeline.model import PRESETS, DecoderState, ModelConfig, Tacotron2, mask_from_lens
+from taco.pipeline import model as model_module
+from taco.pipeline.model import PRESETS, DecoderState, LSTMPass, ModelConfig, Tacotron2, mask_from_lens
 
 # Small enough that every test runs in well under a second on 2 CPU cores.
 SMALL = ModelConfig(
@@ -185,25 +186,81 @@ def test_decoder_state_is_explicit_so_a_step_can_be_replayed():
 @pytest.mark.parametrize("attention", ["location", "forward"])
 @pytest.mark.parametrize("r", [1, 3])
 def test_teacher_forcing_equals_stepping_the_decoder_one_step_at_a_time(r, attention):
-    """forward() runs the prenet and the projections once over all steps, outside the loop; that must be
-    the same computation as feeding each step the previous step's last target frame."""
+    """forward() runs the prenet and the projections once over all steps, outside the loop, and takes the
+    LSTM weight gradients once over all steps (LSTMPass); that must be the same computation, values and
+    gradients, as feeding each step the previous step's last target frame through the plain nn.LSTMCells."""
     config = small(reduction_factor=r, attention=attention, **NO_DROPOUT)
     model = make_model(config).eval()
     tokens, token_lens, mels, mel_lens = make_batch(config, [6, 4], [9, 9])
     memory_mask = mask_from_lens(token_lens, tokens.shape[1])
-    memory = model.encoder(tokens, token_lens)
-    frames, gate_logits, alignments = model.decoder(memory, memory_mask, mels)
-
     decoder = model.decoder
+
+    def loss(frames, gate_logits, alignments):  # every output reaches it, alignments through a nonlinearity
+        return frames.square().mean() + gate_logits.sin().mean() + alignments.square().sum()
+
+    def gradients():
+        grads = {name: parameter.grad for name, parameter in decoder.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        return grads
+
+    memory = model.encoder(tokens, token_lens)
+    frames, gate_logits, alignments = decoder(memory, memory_mask, mels)
+    loss(frames, gate_logits, alignments).backward()
+    forward_grads = gradients()
+
+    memory = model.encoder(tokens, token_lens)
     state, attention_memory = decoder.initial_state(memory), decoder.attention.prepare(memory, memory_mask)
     frame = torch.zeros(2, config.n_mels)
+    stepped = []
     for k in range(mels.shape[1] // r):
         output, state = decoder.step(decoder.prenet(frame), state, attention_memory)
         step_frames, gate_logit = decoder.project(output)
         torch.testing.assert_close(frames[:, k * r : (k + 1) * r], step_frames)
         torch.testing.assert_close(gate_logits[:, k], gate_logit)
         torch.testing.assert_close(alignments[:, k], state.attention_weights)
+        stepped.append((step_frames, gate_logit, state.attention_weights))
         frame = mels[:, (k + 1) * r - 1]
+    step_frames, gate_logit, weights = (torch.stack(outputs, dim=1) for outputs in zip(*stepped))
+    loss(step_frames.flatten(1, 2), gate_logit, weights).backward()
+    stepped_grads = gradients()
+    assert forward_grads.keys() == stepped_grads.keys()
+    for name, grad in stepped_grads.items():
+        assert grad is not None, name
+        torch.testing.assert_close(forward_grads[name], grad, msg=name)
+
+
+def test_lstm_pass_has_the_values_and_gradients_of_lstm_cell():
+    """LSTMPass takes the weight gradients once over all steps (issue #15); all else is nn.LSTMCell's."""
+    torch.manual_seed(0)
+    cell = torch.nn.LSTMCell(5, 7)
+    inputs = torch.randn(4, 3, 5, requires_grad=True)  # 4 steps of (B=3, 5)
+
+    def run(lstm):
+        hidden = cell_state = torch.zeros(3, 7)
+        outputs = []
+        for x in inputs:
+            hidden, cell_state = lstm(x, (hidden, cell_state))
+            outputs.append(hidden * cell_state)
+        # the last step does not reach the loss: its backward never runs, and it files nothing
+        loss = torch.stack(outputs[:-1]).sin().sum()
+        return [loss, *torch.autograd.grad(loss, [inputs, *cell.parameters()])]
+
+    for expected, actual in zip(run(cell), run(LSTMPass(cell))):
+        torch.testing.assert_close(actual, expected)
+
+
+def test_only_a_pass_under_autograd_uses_lstm_pass(monkeypatch):
+    """Inference and no_grad passes keep nn.LSTMCell: nothing to file, nothing to pay for."""
+    def refuse(cell):
+        raise AssertionError("LSTMPass built without autograd")
+
+    monkeypatch.setattr(model_module, "LSTMPass", refuse)
+    config = small()
+    model = make_model(config).eval()
+    tokens, token_lens, mels, mel_lens = make_batch(config, [5, 3], [6, 4])
+    with torch.no_grad():
+        model(tokens, token_lens, mels, mel_lens)
+    model.infer(tokens, token_lens, max_decoder_steps=3)
 
 
 def test_location_features_equal_the_papers_convolution_then_dense_layer():

@@ -344,6 +344,80 @@ def _forward_attention(weights: Tensor, previous_weights: Tensor, memory_mask: T
     return weights / weights.sum(dim=1, keepdim=True)
 
 
+# ----------------------------------------------------------------------------- LSTM weight gradients once per pass
+
+
+class LSTMPass:
+    """An nn.LSTMCell as every step of one teacher-forced pass reads it, with its weight gradients
+    taken once for the whole pass. Same parameters, same values, same gradients; called as the cell is.
+
+    Why: nn.LSTMCell's backward computes at every step dW = g_t^T [x_t, h_t] from a batch of a few rows,
+    a product that writes a whole weight-sized matrix (4096 x 2560 floats, 42 MB, for base's decoder LSTM)
+    and adds it to the running sum. Hundreds of steps of that are bound by memory, not arithmetic: 82% of
+    a base training step on a CPU (issue #15). Here each step's backward only files (input_t, g_t), and
+    the weight gradient is one product over all steps, dW = G^T X, as cuDNN's whole-sequence LSTM does.
+    The price: each step's gate gradient (B, 4H) is kept until the end of the backward. Only for passes
+    under autograd: without it there is nothing to file, and inference keeps nn.LSTMCell.
+    """
+
+    def __init__(self, cell: nn.LSTMCell):
+        # (input_t, g_t) of every step whose backward has run; _PassWeight empties it. The autograd nodes
+        # hold this list, never this object, so there is no reference cycle through them.
+        self.filed: list[tuple[Tensor, Tensor]] = []
+        # [W_ih, W_hh]: (4H, in) and (4H, H) -> (4H, in + H), so a step is one product on [x, h]
+        self.weight = _PassWeight.apply(cell.weight_ih, cell.weight_hh, self.filed)
+        self.bias = cell.bias_ih + cell.bias_hh  # (4H,)
+
+    def __call__(self, x: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """x (B, in), (h, c) both (B, H) -> (h', c'): nn.LSTMCell's equations, gates in its order i, f, g, o."""
+        hidden, cell_state = state
+        inputs = torch.cat([x, hidden], dim=-1)  # (B, in) + (B, H) -> (B, in + H)
+        gates = _StepProduct.apply(inputs, self.weight, self.filed) + self.bias  # -> (B, 4H)
+        i, f, g, o = gates.chunk(4, dim=-1)  # 4 x (B, H)
+        cell_state = torch.sigmoid(f) * cell_state + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(cell_state), cell_state
+
+
+class _PassWeight(torch.autograd.Function):
+    """[W_ih, W_hh] for one pass. Every step's product reads this node's output, so autograd runs its
+    backward only after all the steps' backwards; by then they have filed every (input_t, g_t)."""
+
+    @staticmethod
+    def forward(ctx, weight_ih: Tensor, weight_hh: Tensor, filed: list) -> Tensor:
+        ctx.filed, ctx.in_dim = filed, weight_ih.shape[1]
+        ctx.set_materialize_grads(False)  # the steps hand this node no gradient; it ignores its input
+        return torch.cat([weight_ih, weight_hh], dim=1)  # (4H, in) + (4H, H) -> (4H, in + H)
+
+    @staticmethod
+    def backward(ctx, _):
+        if not ctx.filed:  # no step reached the loss
+            return None, None, None
+        inputs = torch.cat([pair[0] for pair in ctx.filed])  # T x (B, in + H) -> (T * B, in + H)
+        grads = torch.cat([pair[1] for pair in ctx.filed])  # T x (B, 4H) -> (T * B, 4H)
+        ctx.filed.clear()
+        weight_grad = grads.t() @ inputs  # (4H, T * B) @ (T * B, in + H) -> (4H, in + H)
+        return weight_grad[:, : ctx.in_dim], weight_grad[:, ctx.in_dim :], None
+
+
+class _StepProduct(torch.autograd.Function):
+    """inputs @ W^T for one step. Its backward returns the gradient of the inputs only and files
+    (inputs, gate gradient) for _PassWeight, which makes W's gradient."""
+
+    @staticmethod
+    def forward(ctx, inputs: Tensor, weight: Tensor, filed: list) -> Tensor:
+        ctx.save_for_backward(inputs, weight)
+        ctx.filed = filed
+        return inputs @ weight.t()  # (B, in + H) @ (in + H, 4H) -> (B, 4H)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        inputs, weight = ctx.saved_tensors
+        if ctx.needs_input_grad[1]:
+            ctx.filed.append((inputs, grad))
+        inputs_grad = grad @ weight if ctx.needs_input_grad[0] else None  # (B, 4H) @ (4H, in + H)
+        return inputs_grad, None, None
+
+
 # ----------------------------------------------------------------------------- decoder
 
 
@@ -407,8 +481,8 @@ class Decoder(nn.Module):
             attention_context=zeros(B, memory_dim),
         )
 
-    def _recur(self, cell: nn.LSTMCell, x: Tensor, hidden: Tensor, cell_state: Tensor, dropout: float):
-        """One LSTMCell update regularized by zoneout (on both hidden and cell) or by dropout on the hidden."""
+    def _recur(self, cell: nn.LSTMCell | LSTMPass, x: Tensor, hidden: Tensor, cell_state: Tensor, dropout: float):
+        """One LSTM cell update regularized by zoneout (on both hidden and cell) or by dropout on the hidden."""
         new_hidden, new_cell_state = cell(x, (hidden, cell_state))
         if self.zoneout > 0:
             return (
@@ -417,24 +491,29 @@ class Decoder(nn.Module):
             )
         return F.dropout(new_hidden, dropout, self.training), new_cell_state
 
-    def step(self, prenet_output: Tensor, state: DecoderState, memory: AttentionMemory) -> tuple[Tensor, DecoderState]:
+    def step(
+        self, prenet_output: Tensor, state: DecoderState, memory: AttentionMemory,
+        rnns: tuple[LSTMPass, LSTMPass] | None = None,
+    ) -> tuple[Tensor, DecoderState]:
         """prenet_output (B, prenet_dims[-1]): the prenet of the previous frame -> the decoder output
         (B, decoder_rnn_dim + encoder_dim) that project() turns into frames, and the next state.
+        rnns: the attention and decoder LSTMs as forward() runs them (LSTMPass); by default the cells.
 
         The step runs in float32 even under autocast: its state goes through hundreds of sequential
         steps, and bf16 (8-bit mantissa) h, c and attention energies drift and blur the alignment.
         The prenet, the projections and the postnet, outside the loop, keep the low precision."""
+        attention_rnn, decoder_rnn = rnns or (self.attention_rnn, self.decoder_rnn)
         with torch.autocast(prenet_output.device.type, enabled=False):
             x = torch.cat([prenet_output.float(), state.attention_context], dim=-1)  # (B, prenet + encoder_dim)
             attention_hidden, attention_cell = self._recur(
-                self.attention_rnn, x, state.attention_hidden, state.attention_cell, self.attention_dropout
+                attention_rnn, x, state.attention_hidden, state.attention_cell, self.attention_dropout
             )
             context, weights = self.attention(
                 attention_hidden, memory, state.attention_weights, state.attention_weights_cum
             )
             x = torch.cat([attention_hidden, context], dim=-1)  # -> (B, attention_rnn_dim + encoder_dim)
             decoder_hidden, decoder_cell = self._recur(
-                self.decoder_rnn, x, state.decoder_hidden, state.decoder_cell, self.decoder_dropout
+                decoder_rnn, x, state.decoder_hidden, state.decoder_cell, self.decoder_dropout
             )
             output = torch.cat([decoder_hidden, context], dim=-1)  # -> (B, decoder_rnn_dim + encoder_dim)
         state = DecoderState(
@@ -471,9 +550,14 @@ class Decoder(nn.Module):
 
         state = self.initial_state(memory)
         attention_memory = self.attention.prepare(memory, memory_mask)
+        # On the CPU under autograd, both LSTMs take their weight gradients once for the whole pass, not per
+        # step (LSTMPass). On CUDA nn.LSTMCell stays: its gates are one fused kernel, the GPU's bandwidth makes
+        # the per-step weight gradient cheap, and LSTMPass's extra kernel launches per step are not measured there.
+        once_per_pass = torch.is_grad_enabled() and memory.device.type == "cpu"
+        rnns = (LSTMPass(self.attention_rnn), LSTMPass(self.decoder_rnn)) if once_per_pass else None
         outputs, alignments = [], []
         for k in range(T_dec):
-            output, state = self.step(prenet_outputs[:, k], state, attention_memory)
+            output, state = self.step(prenet_outputs[:, k], state, attention_memory, rnns)
             outputs.append(output)
             alignments.append(state.attention_weights)
         # T_dec x (B, D) -> (B, T_dec, D) -> (B, T_dec, r, n_mels) -> (B, T_mel, n_mels)
