@@ -371,3 +371,36 @@ def test_a_run_without_a_config_gets_base_on_cuda_and_tiny_on_the_cpu(monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert default_preset(None) == "base"
     assert default_preset("cpu") == "tiny"
+
+
+TORCHRUN_PIECES = """
+import json, sys
+from taco.pipeline.presets import configs_from
+from taco.pipeline.train import train
+store, run, stop_at, config = sys.argv[1:5]
+if stop_at == "resume":
+    train(store, run, resume=True, device="cpu", progress=False)
+else:
+    train(store, run, *configs_from(json.loads(open(config).read())), stop_at=int(stop_at), device="cpu", progress=False)
+"""
+
+
+def test_a_torchrun_run_in_pieces_equals_one_run_on_every_rank(small_store, micro_config, tmp_path):
+    """Each rank draws its own dropout masks, so a resumed run must give each rank back its own random
+    states: rank 0's on every rank would change what rank 1 draws."""
+    script = tmp_path / "pieces.py"
+    script.write_text(TORCHRUN_PIECES)
+
+    def torchrun(run, stop_at):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+                   str(script), str(small_store), str(run), stop_at, str(micro_config)]
+        # the script imports this checkout's taco, whatever is installed
+        env = os.environ | {"PYTHONPATH": str(Path(training.__file__).parents[2])}
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    torchrun(tmp_path / "whole", "8")
+    torchrun(tmp_path / "pieces", "4")
+    torchrun(tmp_path / "pieces", "resume")
+    whole, pieces = weights(tmp_path / "whole", 8), weights(tmp_path / "pieces", 8)
+    assert all(torch.equal(whole[name], pieces[name]) for name in whole)

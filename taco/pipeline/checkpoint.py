@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 CHECKPOINT_FORMAT = 1
 _STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
@@ -149,15 +150,24 @@ def prune_checkpoints(checkpoint_dir: Path, keep_last: int) -> None:
         path.unlink()
 
 
-def rng_states() -> dict:
-    """The random states that training consumes: torch CPU and, where present, every CUDA device."""
+def rng_states() -> list[dict]:
+    """The random states that training consumes (torch CPU and, where present, every CUDA device), one
+    dict per rank in rank order: under torchrun each rank draws its own dropout masks. Every rank must call
+    it (it gathers), though only rank 0 writes."""
     states = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+    if not dist.is_initialized():
+        return [states]
+    every_rank = [None] * dist.get_world_size()
+    dist.all_gather_object(every_rank, states)
+    return every_rank
 
 
-def restore_rng_states(states: dict) -> None:
+def restore_rng_states(states: list[dict] | dict, rank: int) -> None:
+    """This rank's states from rng_states(); a checkpoint from before session 8 holds rank 0's dict alone."""
+    if isinstance(states, list):
+        states = states[rank]
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])

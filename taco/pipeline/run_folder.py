@@ -14,7 +14,7 @@ from tqdm import tqdm
 from taco.features.store import FeatureStore
 from taco.features.text import token_labels
 from taco.pipeline.batching import collate
-from taco.pipeline.checkpoint import (BEST_FILE, Progress, prune_checkpoints, remove_temporaries, rng_states,
+from taco.pipeline.checkpoint import (BEST_FILE, Progress, prune_checkpoints, remove_temporaries,
                                      save_checkpoint, step_file)
 from taco.pipeline.griffin_lim import mel_to_wave
 from taco.pipeline.losses import LossTerms
@@ -55,7 +55,8 @@ class RunWriter:
         for name, value in extra.items():
             self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
 
-    def checkpoint_dict(self, model, optimizer, scheduler, scaler, sampler, state: Progress) -> dict:
+    def checkpoint_dict(self, model, optimizer, scheduler, scaler, sampler, state: Progress, rng: list[dict]) -> dict:
+        """`rng`: rng_states(), which every rank gathers before rank 0 writes."""
         sampler_state = sampler.state_dict()
         # the DataLoader's prefetching runs the sampler ahead: record what training actually consumed
         sampler_state["epoch"], sampler_state["position"] = state.epoch, state.batches_done
@@ -65,7 +66,7 @@ class RunWriter:
             "scheduler": scheduler.state_dict(),
             "sampler": sampler_state,
             "progress": dataclasses.asdict(state),
-            "rng": rng_states(),
+            "rng": rng,
             "model_config": self.model_config.to_dict(),
             "training_config": self.train_config.to_dict(),
             "feature_config": self.store.info["feature_config"],
@@ -79,19 +80,20 @@ class RunWriter:
             checkpoint["scaler"] = scaler.state_dict()
         return checkpoint
 
-    def checkpoint(self, model, optimizer, scheduler, scaler, sampler, state: Progress) -> None:
+    def checkpoint(self, model, optimizer, scheduler, scaler, sampler, state: Progress, rng: list[dict]) -> None:
         """A step checkpoint (pruned to the last keep_last), then the samples of the model as it is now."""
         directory = self.run_dir / "checkpoints"
-        save_checkpoint(directory / step_file(state.step), self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state))
+        save_checkpoint(directory / step_file(state.step), self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state, rng))
         prune_checkpoints(directory, self.train_config.keep_last)
         self.samples(model, state.step)
 
-    def validation(self, val_loss: LossTerms, state: Progress, model, optimizer, scheduler, scaler, sampler) -> None:
+    def validation(self, val_loss: LossTerms, state: Progress, model, optimizer, scheduler, scaler, sampler,
+                   rng: list[dict]) -> None:
         """Log the validation loss; a new best also becomes best.pt, resuming from `state`."""
         self.scalars("val", val_loss, state.step)
         if val_loss.total.item() < state.best_val_loss:
             state.best_val_loss = val_loss.total.item()
-            checkpoint = self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state)
+            checkpoint = self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state, rng)
             save_checkpoint(self.run_dir / "checkpoints" / BEST_FILE, checkpoint)
 
     @torch.no_grad()

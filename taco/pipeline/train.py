@@ -32,7 +32,7 @@ from taco.features.store import FeatureStore
 from taco.locking import exclusive_lock
 from taco.pipeline.batching import BucketBatchSampler, collate
 from taco.pipeline.checkpoint import (Progress, all_checkpoints, latest_checkpoint, load_newest, load_weights,
-                                     restore_rng_states)
+                                     restore_rng_states, rng_states)
 from taco.pipeline.device import pick_device
 from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
@@ -88,7 +88,7 @@ def train(
         if max_steps is not None:
             train_config = dataclasses.replace(train_config, max_steps=max_steps)
         last_step = train_config.max_steps if stop_at is None else min(stop_at, train_config.max_steps)
-        torch.manual_seed(train_config.seed)
+        torch.manual_seed(train_config.seed + rank)  # the ranks' dropout masks differ (DDP gives them rank 0's weights)
 
         model = Tacotron2(model_config).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate,
@@ -112,7 +112,7 @@ def train(
                 scaler.load_state_dict(checkpoint["scaler"])
             state = Progress(**checkpoint["progress"])
             sampler.load_state_dict(checkpoint["sampler"])
-            restore_rng_states(checkpoint["rng"])
+            restore_rng_states(checkpoint["rng"], rank)
         trained = DistributedDataParallel(model) if world_size > 1 else model
 
         writer = RunWriter(run_dir, store, model_config, train_config) if rank == 0 else None
@@ -163,8 +163,10 @@ def train(
                                 writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
                                                grad_norm=grad_norm.item())
                     bar.update(1)
-                    if state.step % train_config.checkpoint_every == 0 and writer is not None:
-                        writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
+                    if state.step % train_config.checkpoint_every == 0:
+                        rng = rng_states()  # on every rank: it gathers
+                        if writer is not None:
+                            writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state, rng)
                     stopping = stop.signum is not None
                     if dist.is_initialized():
                         # the ranks stop together: one that went on alone would wait for the others forever
@@ -180,13 +182,15 @@ def train(
                     sampler.set_epoch(state.epoch)
                     if val_loss is not None:
                         last_val_loss = val_loss
+                        rng = rng_states()  # on every rank: it gathers
                         if writer is not None:
                             # after the epoch advanced: best.pt resumes at the start of the next one, as this run does
-                            writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler)
+                            writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler, rng)
         bar.close()
+        final_rng = rng_states() if state.step % train_config.checkpoint_every != 0 else None  # every rank gathers
         if writer is not None:
-            if state.step % train_config.checkpoint_every != 0:
-                writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state)
+            if final_rng is not None:
+                writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state, final_rng)
             writer.close()
         if world_size > 1:
             dist.destroy_process_group()
