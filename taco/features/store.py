@@ -17,6 +17,7 @@ Its checksum, taken once the file is written, lets `taco store-info --verify` fi
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -332,7 +333,7 @@ class FeatureStore:
     def fingerprint(self) -> str:
         return self.info["fingerprint"]
 
-    @property
+    @functools.cached_property  # the index never changes while the store is open; checkpoints record it each save
     def content_fingerprint(self) -> str:
         """Hash of which utterances the store holds: ids, lengths and splits. Two stores made with the same
         configs from different corpora share `fingerprint` but not this."""

@@ -41,6 +41,7 @@ from taco.pipeline.train_config import TrainConfig, guided_attention_weight, lea
 from taco.progress import progress_bar
 from taco.signals import StopRequest, ignore_stop_signals
 
+
 class TrainingError(Exception):
     """The run cannot start or cannot go on; str() is a one-line explanation."""
 
@@ -129,11 +130,11 @@ def train(
             while state.step < last_step and not stopping:
                 for batch in train_loader:
                     # checked on the host's copy, before the forward pass (BatchNorm would take a NaN into its
-                    # running statistics), so the device is not asked for a value
-                    mels_finite = torch.isfinite(batch["mels"]).all()
+                    # running statistics), so the device is not asked for a value: (B, T_mel, n_mels) -> (B,)
+                    items_finite = torch.isfinite(batch["mels"]).flatten(1).all(1)
                     # non_blocking: a copy from pinned memory overlaps the device's work (a no-op on the CPU)
                     batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-                    terms, grad_norm = _train_step(trained, optimizer, scaler, batch, mels_finite, model_config,
+                    terms, grad_norm = _train_step(trained, optimizer, scaler, batch, items_finite.all(), model_config,
                                                    train_config, state.step, autocast_dtype, device)
                     scheduler.step()
                     state.step += 1
@@ -141,7 +142,7 @@ def train(
                     if terms is None:
                         nonfinite_in_a_row += 1
                         # the batch just trained on is number batches_done - 1 of this epoch
-                        bad = _nonfinite_ids(batch, sampler.batch(state.batches_done - 1), train_rows, store)
+                        bad = _nonfinite_ids(items_finite, sampler.batch(state.batches_done - 1), train_rows, store)
                         reason = f"{', '.join(bad)} has NaN/inf in its mel" if bad else "loss or gradient was NaN/inf"
                         bar.write(f"step {state.step}: {reason}, step skipped", file=sys.stderr)
                         if nonfinite_in_a_row >= train_config.max_nonfinite_steps:
@@ -215,11 +216,10 @@ def _as_floats(terms: LossTerms | None) -> dict[str, float | None] | None:
     return {name: value.item() if torch.isfinite(value) else None for name, value in terms._asdict().items()}
 
 
-def _nonfinite_ids(batch: dict[str, torch.Tensor], positions: list[int], train_rows, store: FeatureStore) -> list[str]:
-    """Ids of the utterances in `batch` whose mels hold NaN/inf; `positions`: the batch's positions in `train_rows`."""
-    # (B, T_mel, n_mels) -> (B,)
-    finite = torch.isfinite(batch["mels"]).flatten(1).all(1).tolist()
-    return [store.ids[train_rows[position]] for position, ok in zip(positions, finite) if not ok]
+def _nonfinite_ids(items_finite: torch.Tensor, positions: list[int], train_rows, store: FeatureStore) -> list[str]:
+    """Ids of a batch's utterances whose mels hold NaN/inf: `items_finite` (B,) says which are finite,
+    `positions` are the batch's positions in `train_rows`."""
+    return [store.ids[train_rows[position]] for position, ok in zip(positions, items_finite.tolist()) if not ok]
 
 
 def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: TrainConfig, rank: int = 0,

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from taco.features.mel import MEL_FLOOR, FeatureConfig
+from taco.pipeline.device import pick_device
 from taco.pipeline.hifigan import Generator, HiFiGANConfig, fold_weight_norm, right_context_frames
 from taco.pipeline.synth import write_wav
 from taco.progress import progress_bar
@@ -113,7 +114,7 @@ class Vocoder:
 
     def __init__(self, generator: Generator, device: str | torch.device | None = None, half: bool = False):
         self.config = generator.config
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(device)
         if half and self.device.type != "cuda":
             raise VocoderError(f"half precision needs a CUDA device, not {self.device}")
         self.dtype = torch.float16 if half else torch.float32
