@@ -370,11 +370,17 @@ def test_restored_sampler_uses_the_consumed_count_the_training_loop_saved():
     prefetched = iter(sampler)
     for _ in range(6):  # a DataLoader ran ahead by six batches
         next(prefetched)
-    state = sampler.state_dict()
-    state["position"] = 2  # the training loop consumed only two
+    state = sampler.state_dict(consumed=2)  # the training loop consumed only two
     restored = BucketBatchSampler(lengths, batch_size=8)
     restored.load_state_dict(state)
     assert list(restored) == bucket_batches(lengths, batch_size=8)[2:]
+
+
+def test_a_sampler_refuses_a_consumed_count_beyond_the_batches_it_handed_out():
+    sampler = BucketBatchSampler(ljspeech_like_lengths(200, seed=6), batch_size=8)
+    next(iter(sampler))
+    with pytest.raises(ValueError, match=r"consumed must be an integer in \[0, 1\]"):
+        sampler.state_dict(consumed=2)
 
 
 @pytest.mark.parametrize(

@@ -373,34 +373,76 @@ def test_a_run_without_a_config_gets_base_on_cuda_and_tiny_on_the_cpu(monkeypatc
     assert default_preset("cpu") == "tiny"
 
 
-TORCHRUN_PIECES = """
-import json, sys
+TORCHRUN_TRAIN = """
+import json, os, sys
+from pathlib import Path
 from taco.pipeline.presets import configs_from
 from taco.pipeline.train import train
 store, run, stop_at, config = sys.argv[1:5]
+# beside the run folder, each rank leaves its process id and the summary of its training
+Path(f"{run}.rank{os.environ['RANK']}.pid").write_text(str(os.getpid()))
 if stop_at == "resume":
-    train(store, run, resume=True, device="cpu", progress=False)
+    summary = train(store, run, resume=True, device="cpu", progress=False)
 else:
-    train(store, run, *configs_from(json.loads(open(config).read())), stop_at=int(stop_at), device="cpu", progress=False)
+    summary = train(store, run, *configs_from(json.loads(open(config).read())), stop_at=int(stop_at), device="cpu",
+                    progress=False)
+Path(f"{run}.rank{os.environ['RANK']}.json").write_text(json.dumps(summary))
 """
+
+
+def torchrun(script_dir, store, run, stop_at, config, port):
+    """Starts TORCHRUN_TRAIN with 2 CPU ranks; returns the torchrun process."""
+    script = script_dir / "torchrun_train.py"
+    script.write_text(TORCHRUN_TRAIN)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               str(script), str(store), str(run), stop_at, str(config)]
+    # the script imports this checkout's taco, whatever is installed
+    env = os.environ | {"PYTHONPATH": str(Path(training.__file__).parents[2])}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def rank_summaries(run):
+    return [json.loads(Path(f"{run}.rank{rank}.json").read_text()) for rank in range(2)]
 
 
 def test_a_torchrun_run_in_pieces_equals_one_run_on_every_rank(small_store, micro_config, tmp_path):
     """Each rank draws its own dropout masks, so a resumed run must give each rank back its own random
     states: rank 0's on every rank would change what rank 1 draws."""
-    script = tmp_path / "pieces.py"
-    script.write_text(TORCHRUN_PIECES)
 
-    def torchrun(run, stop_at):
-        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
-                   str(script), str(small_store), str(run), stop_at, str(micro_config)]
-        # the script imports this checkout's taco, whatever is installed
-        env = os.environ | {"PYTHONPATH": str(Path(training.__file__).parents[2])}
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-        assert result.returncode == 0, result.stderr[-3000:]
+    def run_to_the_end(run, stop_at):
+        process = torchrun(tmp_path, small_store, run, stop_at, micro_config, port=29518)
+        assert process.wait(timeout=300) == 0, process.stderr.read()[-3000:]
 
-    torchrun(tmp_path / "whole", "8")
-    torchrun(tmp_path / "pieces", "4")
-    torchrun(tmp_path / "pieces", "resume")
+    run_to_the_end(tmp_path / "whole", "8")
+    run_to_the_end(tmp_path / "pieces", "4")
+    run_to_the_end(tmp_path / "pieces", "resume")
     whole, pieces = weights(tmp_path / "whole", 8), weights(tmp_path / "pieces", 8)
     assert all(torch.equal(whole[name], pieces[name]) for name in whole)
+
+
+def test_a_signal_to_one_torchrun_rank_stops_every_rank_after_the_same_step(small_store, tmp_path):
+    """The ranks agree on stopping (and on the validation loss, which each rank computes on its share of
+    the split): a rank that stopped alone would leave the other waiting for it forever."""
+    run = tmp_path / "run"
+    process = torchrun(tmp_path, small_store, run, "1000", write_config(tmp_path / "long.json", max_steps=1000),
+                       port=29519)
+    wait_for(run / "checkpoints" / step_file(4))
+    wait_for(Path(f"{run}.rank1.pid"))
+    os.kill(int(Path(f"{run}.rank1.pid").read_text()), signal.SIGTERM)
+    assert process.wait(timeout=120) == 0, process.stderr.read()[-3000:]
+
+    first, second = rank_summaries(run)
+    assert first["stopped_by"] == second["stopped_by"] == "signal"
+    assert (first["signal"], second["signal"]) == (None, "SIGTERM")
+    assert 4 <= first["steps"] == second["steps"] < 1000
+    assert first["checkpoint"].endswith(step_file(first["steps"]))
+    assert first["last_val_loss"] is not None and first["last_val_loss"] == second["last_val_loss"]
+
+
+def test_ranks_validate_disjoint_shares_of_the_validation_split(small_store):
+    store = FeatureStore(small_store)
+    model_config, train_config = micro()
+    shares = [[int(length) for batch in make_loaders(store, model_config, train_config, rank, 2)[2]
+               for length in batch["mel_lens"]] for rank in range(2)]
+    assert all(shares)
+    assert sorted(shares[0] + shares[1]) == sorted(store.n_frames[store.split_indices("val")].tolist())

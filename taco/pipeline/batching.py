@@ -205,9 +205,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     remaining batches of the interrupted epoch follow, then call `set_epoch(epoch + 1)` as usual.
 
     With a prefetching DataLoader (num_workers > 0) the sampler runs ahead of the training loop: its own
-    `position` counts batches handed to workers, not batches trained on. The loop should therefore count
-    the batches it consumed in this epoch and save that:
-    `state = sampler.state_dict(); state["position"] = consumed`.
+    `position` counts batches handed to workers, not batches trained on. The loop therefore counts the
+    batches it consumed in this epoch and saves `sampler.state_dict(consumed=count)`.
     """
 
     # state_dict keys that decide what the batches are; load_state_dict refuses a state that differs in one
@@ -273,7 +272,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         """Batches in the current epoch for this rank, the same number on every rank."""
         return len(self._batches())
 
-    def state_dict(self) -> dict:
+    def state_dict(self, consumed: int | None = None) -> dict:
+        """The state to resume from; `consumed`: the batches of this epoch trained on, when a prefetching
+        DataLoader has run the sampler ahead of them (default: the batches the sampler handed out)."""
+        if consumed is not None and not (_is_int(consumed) and 0 <= consumed <= self.position):
+            raise ValueError(f"consumed must be an integer in [0, {self.position}] (the batches handed out), got {consumed!r}")
         return {
             "seed": int(self.seed),
             "world_size": int(self.world_size),
@@ -282,7 +285,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             "length_jitter": self.length_jitter,
             "n_utterances": len(self.lengths),
             "epoch": self.epoch,
-            "position": self.position,
+            "position": self.position if consumed is None else int(consumed),
         }
 
     def load_state_dict(self, state: dict) -> None:

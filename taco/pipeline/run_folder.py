@@ -57,14 +57,12 @@ class RunWriter:
 
     def checkpoint_dict(self, model, optimizer, scheduler, scaler, sampler, state: Progress, rng: list[dict]) -> dict:
         """`rng`: rng_states(), which every rank gathers before rank 0 writes."""
-        sampler_state = sampler.state_dict()
-        # the DataLoader's prefetching runs the sampler ahead: record what training actually consumed
-        sampler_state["epoch"], sampler_state["position"] = state.epoch, state.batches_done
         checkpoint = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "sampler": sampler_state,
+            # the DataLoader's prefetching runs the sampler ahead: record what training actually consumed
+            "sampler": sampler.state_dict(consumed=state.batches_done),
             "progress": dataclasses.asdict(state),
             "rng": rng,
             "model_config": self.model_config.to_dict(),

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -132,9 +133,17 @@ def train(
                     # checked on the host's copy, before the forward pass (BatchNorm would take a NaN into its
                     # running statistics), so the device is not asked for a value: (B, T_mel, n_mels) -> (B,)
                     items_finite = torch.isfinite(batch["mels"]).flatten(1).all(1)
+                    # one all-reduce agrees on both: a rank that stopped alone would leave the others waiting in
+                    # the next all-reduce forever, and a rank that skipped alone would let the weights drift apart.
+                    # A stop asked for during a step is seen here, before the next step: this batch stays untrained
+                    # and is the first one a resumed run draws.
+                    mels_finite, go_on = _on_every_rank([bool(items_finite.all()), stop.signum is None], device)
+                    if not go_on:
+                        stopping = True
+                        break
                     # non_blocking: a copy from pinned memory overlaps the device's work (a no-op on the CPU)
                     batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-                    terms, grad_norm = _train_step(trained, optimizer, scaler, batch, items_finite.all(), model_config,
+                    terms, grad_norm = _train_step(trained, optimizer, scaler, batch, mels_finite, model_config,
                                                    train_config, state.step, autocast_dtype, device)
                     scheduler.step()
                     state.step += 1
@@ -158,25 +167,21 @@ def train(
                         if state.step % train_config.log_every == 0:
                             # refresh=False: the bar shows them at its next redraw; a forced redraw would write
                             # into a log file or pipe at every log step (progress_bar's mininterval)
-                            bar.set_postfix(loss=f"{terms.total.item():.4f}", refresh=False,
+                            logged = _mean_over_ranks(terms)
+                            bar.set_postfix(loss=f"{logged.total.item():.4f}", refresh=False,
                                             steps_per_s=f"{(state.step - started_step) / (time.perf_counter() - started):.2f}")
                             if writer is not None:
-                                writer.scalars("train", terms, state.step, lr=scheduler.get_last_lr()[0],
+                                writer.scalars("train", logged, state.step, lr=scheduler.get_last_lr()[0],
                                                grad_norm=grad_norm.item())
                     bar.update(1)
                     if state.step % train_config.checkpoint_every == 0:
                         rng = rng_states()  # on every rank: it gathers
                         if writer is not None:
                             writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state, rng)
-                    stopping = stop.signum is not None
-                    if dist.is_initialized():
-                        # the ranks stop together: one that went on alone would wait for the others forever
-                        stopping = not _on_every_rank(torch.tensor(not stopping), device)
-                    if state.step >= last_step or stopping:
+                    if state.step >= last_step:
                         break
                 else:
-                    # the epoch ran to its end: validate, then start the next one
-                    # every rank validates the whole (small) validation split, so the ranks agree without a reduce
+                    # the epoch ran to its end: validate (each rank its share of the split), then start the next one
                     val_loss = _validate(model, val_loader, model_config, train_config, state.step, autocast_dtype, device)
                     state.epoch += 1
                     state.batches_done = 0
@@ -244,12 +249,16 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
                               num_workers=train_config.num_workers, generator=generator, pin_memory=pin_memory,
                               persistent_workers=train_config.num_workers > 0, worker_init_fn=ignore_stop_signals)
     val_rows = store.split_indices("val")
-    val_loader = None
-    if len(val_rows):
-        val_sampler = BucketBatchSampler(store.n_frames[val_rows], max_frames=train_config.batch_frames,
-                                         batch_size=train_config.batch_size, seed=train_config.seed)
-        val_loader = DataLoader(Subset(store, val_rows), batch_sampler=val_sampler, collate_fn=collate_r,
-                                num_workers=0)
+    if not len(val_rows):
+        return sampler, train_loader, None
+    # each rank validates every world_size-th utterance in length order, so the ranks' shares take about
+    # the same time; a rank whose share is empty (fewer utterances than ranks) still joins the reduce
+    val_rows = val_rows[np.argsort(store.n_frames[val_rows], kind="stable")][rank::world_size]
+    if not len(val_rows):
+        return sampler, train_loader, []
+    val_sampler = BucketBatchSampler(store.n_frames[val_rows], max_frames=train_config.batch_frames,
+                                     batch_size=train_config.batch_size, seed=train_config.seed)
+    val_loader = DataLoader(Subset(store, val_rows), batch_sampler=val_sampler, collate_fn=collate_r, num_workers=0)
     return sampler, train_loader, val_loader
 
 
@@ -261,7 +270,7 @@ def _train_step(model, optimizer, scaler, batch, mels_finite, model_config, trai
 
     The step waits for the device once, for the loss and gradient check: a skip must be decided before
     optimizer.step() (GradScaler's step waits for the same reason)."""
-    if not _on_every_rank(mels_finite, device):
+    if not mels_finite:
         return None, None
     optimizer.zero_grad(set_to_none=True)
     model.train()
@@ -276,7 +285,7 @@ def _train_step(model, optimizer, scaler, batch, mels_finite, model_config, trai
     else:
         terms.total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-    if not _on_every_rank(torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm), device):
+    if not all(_on_every_rank([torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm)], device)):
         for buffer, kept in zip(model.buffers(), buffers):
             buffer.copy_(kept)
         if scaler is not None:
@@ -290,12 +299,23 @@ def _train_step(model, optimizer, scaler, batch, mels_finite, model_config, trai
     return LossTerms(*(term.detach() for term in terms)), grad_norm.detach()
 
 
-def _on_every_rank(flag: torch.Tensor, device: torch.device) -> bool:
-    """Whether a boolean tensor is true on every rank (on this one alone without torchrun)."""
+def _on_every_rank(flags: list, device: torch.device) -> list[bool]:
+    """Which of `flags` (bools, or one-element boolean tensors) are true on every rank (on this one alone
+    without torchrun), in one all-reduce."""
+    agreed = torch.stack([torch.as_tensor(flag).reshape(()) for flag in flags])
     if dist.is_initialized():
-        flag = flag.to(device)  # NCCL reduces device tensors only
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag)
+        agreed = agreed.to(device)  # NCCL reduces device tensors only
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+    return agreed.tolist()
+
+
+def _mean_over_ranks(terms: LossTerms) -> LossTerms:
+    """The loss terms averaged over the ranks (each rank's batch is its own), as NVIDIA logs them."""
+    if not dist.is_initialized():
+        return terms
+    values = torch.stack(list(terms))
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)  # gloo has no AVG
+    return LossTerms(*(values / dist.get_world_size()))
 
 
 def _loss(output, batch, model_config, train_config, step) -> LossTerms:
@@ -307,11 +327,13 @@ def _loss(output, batch, model_config, train_config, step) -> LossTerms:
 
 @torch.no_grad()
 def _validate(model, val_loader, model_config, train_config, step, autocast_dtype, device) -> LossTerms | None:
-    """Teacher-forced loss over the validation split, frame-weighted mean of each term."""
+    """Teacher-forced loss over the validation split, the frame-weighted mean of each term; under torchrun
+    each rank scores its share and the sums are reduced, so every rank returns the same."""
     if val_loader is None:
         return None
     model.eval()
-    sums, frames = None, 0
+    # the terms' frame-weighted sums, then the frames
+    sums = torch.zeros(len(LossTerms._fields) + 1, device=device)
     # validation must not consume the training RNG (the prenet's dropout stays on in eval mode)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for batch in val_loader:
@@ -319,11 +341,11 @@ def _validate(model, val_loader, model_config, train_config, step, autocast_dtyp
             with _autocast(autocast_dtype, device):
                 output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
             terms = _loss(output, batch, model_config, train_config, step)
-            weight = int(batch["mel_lens"].sum())
-            values = torch.stack(list(terms)) * weight
-            sums = values if sums is None else sums + values
-            frames += weight
-    return LossTerms(*(sums / frames))
+            frames = batch["mel_lens"].sum().float()
+            sums += torch.cat([torch.stack(list(terms)) * frames, frames.reshape(1)])
+    if dist.is_initialized():
+        dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    return LossTerms(*(sums[:-1] / sums[-1]))
 
 
 def _start_distributed(device: str | None) -> tuple[int, int]:
