@@ -16,13 +16,13 @@ maps them to store rows, e.g. with `torch.utils.data.Subset(store, store.split_i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from taco.features.text import PAD_ID
+from taco.pipeline.reduction import steps_for, stop_step, whole_steps
 
 
 # Sort keys are lengths scaled by up to +-1%: enough to vary which neighbours share a batch each epoch,
@@ -343,13 +343,13 @@ def collate(items: list[tuple[np.ndarray, np.ndarray]], reduction_factor: int = 
     B, n_mels = len(items), mel_list[0].shape[1]
     tokens, token_lens = pad_tokens(tokens_list)
     mel_lens = torch.tensor([len(m) for m in mel_list], dtype=torch.int64)  # (B,)
-    T_mel = math.ceil(int(mel_lens.max()) / r) * r  # whole decoder steps
+    T_mel = whole_steps(int(mel_lens.max()), r)
 
     mels = torch.zeros(B, T_mel, n_mels, dtype=torch.float32)
-    gate_targets = torch.zeros(B, T_mel // r, dtype=torch.float32)
+    gate_targets = torch.zeros(B, steps_for(T_mel, r), dtype=torch.float32)
     for i, m in enumerate(mel_list):
         mels[i, : len(m)] = m
-        gate_targets[i, (len(m) - 1) // r :] = 1.0  # the step holding the last frame, and every step after
+        gate_targets[i, stop_step(len(m), r) :] = 1.0  # the step holding the last frame, and every step after
     return {"tokens": tokens, "token_lens": token_lens, "mels": mels, "mel_lens": mel_lens, "gate_targets": gate_targets}
 
 

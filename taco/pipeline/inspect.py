@@ -24,7 +24,7 @@ from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
 from taco.pipeline.batching import collate
 from taco.pipeline.html_report import write_html_report
 from taco.pipeline.intelligibility import vocode_mel
-from taco.pipeline.model import decoder_step_lens
+from taco.pipeline.reduction import steps_for
 from taco.pipeline.plots import inspection_figure, save_figure
 from taco.pipeline.stored import SelectionError, open_store, select_positions, store_corpus
 from taco.pipeline.synth import SynthConfig, Synthesizer, inference_item, write_wav
@@ -147,7 +147,7 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
         batch = {key: value.to(device) for key, value in collate(items, r).items()}
         forced = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
         free = model.infer(batch["tokens"], batch["token_lens"], config.max_decoder_steps)
-        forced_steps = decoder_step_lens(batch["mel_lens"], r).tolist()
+        forced_steps = steps_for(batch["mel_lens"], r).tolist()
         for row, (position, (tokens, target)) in enumerate(zip(chunk, items)):
             n_tokens = len(tokens)
             forced_alignment = forced.alignments[row, : forced_steps[row], :n_tokens].float().cpu().numpy()

@@ -16,7 +16,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from taco.pipeline.model import decoder_step_lens, mask_from_lens
+from taco.pipeline.model import mask_from_lens
+from taco.pipeline.reduction import steps_for
 
 
 class LossTerms(NamedTuple):
@@ -75,7 +76,7 @@ def tacotron2_loss(
     mel = masked_mse(output.mels, targets, frame_mask)
     postnet = masked_mse(output.mels_postnet, targets, frame_mask)
 
-    step_lens = decoder_step_lens(mel_lens, reduction_factor)
+    step_lens = steps_for(mel_lens, reduction_factor)
     step_mask = mask_from_lens(step_lens, output.gate_logits.shape[1])
     gate_losses = F.binary_cross_entropy_with_logits(
         output.gate_logits,

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from taco.config import JsonConfig
+from taco.pipeline.reduction import frames_for, last_frame_of_each_step, steps_for, whole_steps
 
 # ----------------------------------------------------------------------------- config
 
@@ -199,11 +200,6 @@ def mask_from_lens(lens: Tensor, max_len: int) -> Tensor:
     """(B,) lengths -> (B, max_len) bool mask, True at valid positions."""
     # (1, max_len) < (B, 1) -> (B, max_len)
     return torch.arange(max_len, device=lens.device)[None, :] < lens[:, None]
-
-
-def decoder_step_lens(mel_lens: Tensor, reduction_factor: int) -> Tensor:
-    """Decoder steps that hold real frames: ceil(mel_lens / r)."""
-    return torch.div(mel_lens + reduction_factor - 1, reduction_factor, rounding_mode="floor")
 
 
 def _xavier(layer: nn.Linear | nn.Conv1d, nonlinearity: str = "linear") -> nn.Linear | nn.Conv1d:
@@ -541,9 +537,8 @@ class Decoder(nn.Module):
         -> frames (B, T_mel, n_mels), gate_logits (B, T_dec), alignments (B, T_dec, T_text).
         """
         B, T_mel, n_mels = mels.shape
-        T_dec = T_mel // self.r
-        # the last frame of each step: (B, T_mel, n_mels) -> (B, T_dec, n_mels)
-        last_frames = mels[:, self.r - 1 :: self.r]
+        T_dec = steps_for(T_mel, self.r)
+        last_frames = last_frame_of_each_step(mels, self.r)  # (B, T_mel, n_mels) -> (B, T_dec, n_mels)
         go_frame = mels.new_zeros(B, 1, n_mels)
         # shift by one step: (B, 1, n_mels) + (B, T_dec - 1, n_mels) -> (B, T_dec, n_mels) -> (B, T_dec, prenet)
         prenet_outputs = self.prenet(torch.cat([go_frame, last_frames[:, :-1]], dim=1))
@@ -597,7 +592,7 @@ class Decoder(nn.Module):
         hit_step_limit = ~finished
         step_lens = step_lens.masked_fill(hit_step_limit, len(frames))
         # T_dec x (B, r, n_mels) -> (B, T_dec, r, n_mels) -> (B, T_dec * r, n_mels)
-        frames = torch.stack(frames, dim=1).reshape(B, len(frames) * self.r, self.n_mels)
+        frames = torch.stack(frames, dim=1).reshape(B, frames_for(len(frames), self.r), self.n_mels)
         alignments = torch.stack(alignments, dim=1)  # T_dec x (B, T_text) -> (B, T_dec, T_text)
         gate_logits = torch.stack(gate_logits, dim=1)  # T_dec x (B,) -> (B, T_dec)
         return frames, step_lens, alignments, hit_step_limit, gate_logits
@@ -660,14 +655,14 @@ class Tacotron2(nn.Module):
         r = self.config.reduction_factor
         if n_mels != self.config.n_mels:
             raise ValueError(f"mels have {n_mels} channels, the model was built for n_mels={self.config.n_mels}")
-        if T_mel % r != 0:
+        if whole_steps(T_mel, r) != T_mel:
             raise ValueError(f"T_mel ({T_mel}) must be a multiple of reduction_factor ({r}); pad the batch to it")
 
         memory_mask = mask_from_lens(token_lens, T_text)  # (B, T_text)
         memory = self.encoder(tokens, token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
         decoded, gate_logits, alignments = self.decoder(memory, memory_mask, mels)
 
-        step_lens = decoder_step_lens(mel_lens, r)  # a partly valid last step still counts
+        step_lens = steps_for(mel_lens, r)
         decoded, mels_postnet, alignments = self._postnet_and_masks(decoded, mel_lens, alignments, step_lens)
         return Tacotron2Output(decoded, mels_postnet, gate_logits, alignments)
 
@@ -686,7 +681,7 @@ class Tacotron2(nn.Module):
         decoded, step_lens, alignments, hit_step_limit, gate_logits = self.decoder.infer(
             memory, memory_mask, max_steps, self.config.gate_threshold
         )
-        mel_lens = step_lens * r
+        mel_lens = frames_for(step_lens, r)
         _, mels, alignments = self._postnet_and_masks(decoded, mel_lens, alignments, step_lens)
         return Inference(mels, mel_lens, alignments, hit_step_limit, gate_logits)
 

@@ -20,6 +20,7 @@ from taco.pipeline.griffin_lim import mel_to_wave
 from taco.pipeline.losses import LossTerms
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.plots import alignment_figure, mel_figure, save_figure
+from taco.pipeline.reduction import steps_for
 from taco.pipeline.synth import peak_normalize, write_wav
 from taco.pipeline.train_config import TrainConfig
 
@@ -109,7 +110,8 @@ class RunWriter:
             free = model.infer(batch["tokens"], batch["token_lens"])
         labels = token_labels(tokens, store.text_config.symbols_version)
         forced_alignment = forced.alignments[0].float().cpu().numpy()
-        free_alignment = free.alignments[0, : int(free.mel_lens[0]) // self.model_config.reduction_factor].float().cpu().numpy()
+        free_steps = steps_for(int(free.mel_lens[0]), self.model_config.reduction_factor)
+        free_alignment = free.alignments[0, :free_steps].float().cpu().numpy()
         plots = self.run_dir / "plots"
         for name, alignment in (("teacher_forced", forced_alignment), ("free_running", free_alignment)):
             figure = alignment_figure(alignment, labels, f"{store.ids[row]}, step {step}, {name.replace('_', ' ')}")

@@ -23,6 +23,7 @@ from taco.pipeline.device import pick_device
 from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, griffin_lim_lines, mel_to_magnitude
 from taco.pipeline.batching import pad_tokens
 from taco.pipeline.model import Inference, ModelConfig, Tacotron2
+from taco.pipeline.reduction import steps_for
 from taco.progress import progress_bar
 
 if TYPE_CHECKING:  # the vocoder module writes its wavs with write_wav from here
@@ -176,7 +177,7 @@ def inference_item(inference: Inference, row: int, n_tokens: int, reduction_fact
     """Item `row` of a batched `infer`, cut to its own length, as float32 arrays: mel (frames, n_mels),
     alignment (steps, n_tokens) and the gate's stop probability (steps,)."""
     frames = int(inference.mel_lens[row])
-    steps = frames // reduction_factor
+    steps = steps_for(frames, reduction_factor)
     return (
         inference.mels[row, :frames].float().cpu().numpy(),
         inference.alignments[row, :steps, :n_tokens].float().cpu().numpy(),
