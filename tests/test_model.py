@@ -103,6 +103,16 @@ def test_forward_shapes_for_a_padded_batch(r):
         assert out.mels[b, :n_frames].abs().min() > 0
 
 
+def test_a_text_recognizer_gives_each_frame_a_distribution_over_the_symbols_and_none_without_one():
+    tokens, token_lens, mels, mel_lens = make_batch(SMALL, [7, 5], [12, 9])
+    assert make_model(SMALL)(tokens, token_lens, mels, mel_lens).recognized is None
+
+    config = small(recognizer_channels=8)
+    recognized = make_model(config)(tokens, token_lens, mels, mel_lens).recognized
+    assert recognized.shape == (2, mels.shape[1], config.n_symbols)
+    assert torch.allclose(recognized.exp().sum(-1), torch.ones(2, mels.shape[1]))
+
+
 def test_forward_rejects_mels_not_a_multiple_of_r_or_of_the_wrong_width():
     model = make_model(small(reduction_factor=2))
     tokens, token_lens, mels, mel_lens = make_batch(small(reduction_factor=2), [4, 3], [8, 6])
@@ -413,6 +423,7 @@ def test_from_dict_names_unknown_fields():
         ("gate_threshold", 0.0),
         ("attention", "monotonic"),
         ("max_decoder_steps", 0),
+        ("recognizer_channels", -1),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):

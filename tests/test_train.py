@@ -1,5 +1,6 @@
 """Training: the loss falls, checkpoints stand alone, resume is exact, bad states are refused."""
 
+import dataclasses
 import json
 import math
 import os
@@ -21,8 +22,9 @@ from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
 from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_file
 from taco.pipeline.losses import guided_attention_loss, tacotron2_loss
-from taco.pipeline.model import ModelConfig, Tacotron2
+from taco.pipeline.model import ModelConfig, Tacotron2, Tacotron2Output
 from taco.pipeline.train import TrainingError, make_loaders, train
+from taco.pipeline.synth import SynthConfig, synthesize
 from taco.pipeline.train_config import TrainConfig, learning_rate_factor
 
 from conftest import MICRO, micro
@@ -68,6 +70,32 @@ def test_guided_attention_is_the_mean_penalty_over_each_items_valid_cells():
     # 4 + 1 = 5 valid cells
     expected = (1 - math.exp(-1)) / 5
     assert guided_attention_loss(alignments, step_lens, token_lens, sigma).item() == pytest.approx(expected)
+
+
+def test_the_ctc_term_is_minus_the_log_probability_of_the_text_per_token():
+    """Two frames read as symbols {blank, a}: the text "a" is read by the paths a a, a blank and blank a."""
+    p_a = torch.tensor([0.6, 0.3])  # P(a) at frames 0 and 1; the rest is the blank's
+    recognized = torch.stack([1 - p_a, p_a], dim=-1).log()[None]  # (B=1, T_mel=2, n_symbols=2)
+    batch = {"tokens": torch.tensor([[1]]), "token_lens": torch.tensor([1]), "mels": torch.zeros(1, 2, 1),
+             "mel_lens": torch.tensor([2]), "gate_targets": torch.tensor([[0.0, 1.0]])}
+    output = Tacotron2Output(torch.zeros(1, 2, 1), torch.zeros(1, 2, 1), torch.zeros(1, 2), torch.ones(1, 2, 1),
+                             recognized)
+    terms = tacotron2_loss(output, batch, 1, 5.0, 0.0, 0.2, ctc_weight=0.5)
+
+    paths = p_a[0] * p_a[1] + p_a[0] * (1 - p_a[1]) + (1 - p_a[0]) * p_a[1]
+    assert terms.ctc.item() == pytest.approx(-math.log(paths))
+    assert (terms.total - terms.mel - terms.postnet - terms.gate).item() == pytest.approx(0.5 * terms.ctc.item())
+
+
+def test_a_run_with_a_text_recognizer_trains_it_and_synthesizes_without_it(small_store, tmp_path):
+    model_config, train_config = micro(max_steps=4, ctc_weight=0.3)
+    model_config = dataclasses.replace(model_config, recognizer_channels=8)
+    summary = train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+    assert summary["last_loss"]["ctc"] > 0
+    checkpoint = load_checkpoint(Path(summary["checkpoint"]))
+    assert any(name.startswith("recognizer.") for name in checkpoint["model"])
+    utterance = synthesize(summary["checkpoint"], ["Hello."], SynthConfig(max_decoder_steps=5), device="cpu")[0]
+    assert len(utterance.wave) > 0
 
 
 def test_learning_rate_warms_up_then_decays_to_the_final_rate():

@@ -6,7 +6,9 @@
 - guided attention (Tachibana et al. 2017, "Efficiently trainable text-to-speech ..."): penalizes
   attention far from the diagonal, which makes alignment appear in far fewer steps. Its value is the
   mean penalty over the valid (decoder step, token) cells of the batch, as in the paper and ESPnet's
-  GuidedAttentionLoss, so that a weight means the same as theirs whatever the text length.
+  GuidedAttentionLoss, so that a weight means the same as theirs whatever the text length;
+- ctc, when the model has a TextRecognizer: CTC loss of the text read back from the decoder's mels over
+  the real frames, per token (F.ctc_loss's "mean"), blank PAD_ID; 0 without a recognizer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from taco.features.text import PAD_ID
 from taco.pipeline.model import mask_from_lens
 from taco.pipeline.reduction import steps_for
 
@@ -26,6 +29,7 @@ class LossTerms(NamedTuple):
     postnet: torch.Tensor
     gate: torch.Tensor
     guided_attention: torch.Tensor
+    ctc: torch.Tensor
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
@@ -65,11 +69,13 @@ def tacotron2_loss(
     gate_pos_weight: float,
     guided_attention_weight: float,
     guided_attention_sigma: float,
+    ctc_weight: float = 0.0,
 ) -> LossTerms:
     """All loss terms of one batch. `output` is a Tacotron2Output; `batch` comes from `collate`.
 
     The guided attention term enters `total` multiplied by `guided_attention_weight` (the caller decays
     it over training); it is reported unweighted so that logs stay comparable as the weight changes.
+    The ctc term enters it multiplied by `ctc_weight`, and is reported unweighted too.
     """
     targets, mel_lens, token_lens = batch["mels"], batch["mel_lens"], batch["token_lens"]
     frame_mask = mask_from_lens(mel_lens, targets.shape[1])
@@ -88,5 +94,13 @@ def tacotron2_loss(
 
     guided = guided_attention_loss(output.alignments, step_lens, token_lens, guided_attention_sigma)
 
-    total = mel + postnet + gate + guided_attention_weight * guided
-    return LossTerms(total, mel, postnet, gate, guided)
+    if output.recognized is None:
+        ctc = mel.new_zeros(())
+    else:
+        # (B, T_mel, n_symbols) -> (T_mel, B, n_symbols), as ctc_loss takes it; zero_infinity: a text
+        # with more tokens than frames has no CTC path, and must not make the loss infinite
+        ctc = F.ctc_loss(output.recognized.transpose(0, 1), batch["tokens"], mel_lens, token_lens, blank=PAD_ID,
+                         zero_infinity=True)
+
+    total = mel + postnet + gate + guided_attention_weight * guided + ctc_weight * ctc
+    return LossTerms(total, mel, postnet, gate, guided, ctc)

@@ -85,6 +85,9 @@ class ModelConfig(JsonConfig):
     zoneout: float = 0.0  # >0: zoneout on both decoder LSTM cells instead of the two dropouts above (paper: 0.1)
     gate_threshold: float = 0.5  # stop when sigmoid(gate) exceeds it; paper and NVIDIA: 0.5
     max_decoder_steps: int = 1000  # NVIDIA: 1000 (x r frames; 11.6 s at hop 256 / 22.05 kHz with r=1)
+    # >0: a small CTC recognizer of this width reads the text back from the decoder's mels during training
+    # (TextRecognizer); 0: none, as in the paper
+    recognizer_channels: int = 0
 
     def __post_init__(self):
         # accept any sequence (a JSON list, say) and store a tuple, so the config stays hashable
@@ -109,6 +112,9 @@ class ModelConfig(JsonConfig):
             )
         if self.attention not in ATTENTIONS:
             raise ValueError(f"ModelConfig.attention must be one of {ATTENTIONS}, got {self.attention!r}")
+        if not isinstance(self.recognizer_channels, int) or self.recognizer_channels < 0:
+            raise ValueError(f"ModelConfig.recognizer_channels must be 0 (none) or a positive integer, "
+                             f"got {self.recognizer_channels!r}")
         if not 0 < self.gate_threshold < 1:
             raise ValueError(f"ModelConfig.gate_threshold must be in (0, 1), got {self.gate_threshold!r}")
 
@@ -161,6 +167,8 @@ class Tacotron2Output(NamedTuple):
     mels_postnet: Tensor  # (B, T_mel, n_mels) after the residual postnet
     gate_logits: Tensor  # (B, T_dec) one stop logit per decoder step, T_dec = T_mel // r
     alignments: Tensor  # (B, T_dec, T_text) attention weights per decoder step
+    # (B, T_mel, n_symbols) the TextRecognizer's log-probabilities per decoder frame; None without one
+    recognized: Tensor | None = None
 
 
 class Inference(NamedTuple):
@@ -632,6 +640,35 @@ class Postnet(nn.Module):
         return x.transpose(1, 2)  # (B, n_mels, T_mel) -> (B, T_mel, n_mels)
 
 
+# ----------------------------------------------------------------------------- text recognizer
+
+
+class TextRecognizer(nn.Module):
+    """Reads the text back from the decoder's mels, for a CTC loss during training only (maximizing the
+    mutual information between text and predicted frames, Liu et al. 2019, "Maximizing mutual information
+    for Tacotron"). Teacher forcing lets the decoder predict a frame from the frame before it and little
+    else; a decoder that must also make its frames recognizable has to put the text into them, which is
+    what it has to do at inference, where the frame before is its own.
+
+    Two convolutions over time and a per-frame classifier over the symbols; PAD_ID (0), which never
+    occurs inside a text, is CTC's blank.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        channels = config.recognizer_channels
+        self.convolutions = nn.Sequential(
+            nn.Conv1d(config.n_mels, channels, 3, padding=1), nn.ReLU(),
+            nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(),
+        )
+        self.classifier = nn.Linear(channels, config.n_symbols)
+
+    def forward(self, mels: Tensor) -> Tensor:
+        """mels (B, T_mel, n_mels), zero at padding -> log-probabilities (B, T_mel, n_symbols)."""
+        hidden = self.convolutions(mels.transpose(1, 2)).transpose(1, 2)  # (B, T_mel, channels)
+        return F.log_softmax(self.classifier(hidden).float(), dim=-1)
+
+
 # ----------------------------------------------------------------------------- the model
 
 
@@ -642,6 +679,7 @@ class Tacotron2(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
         self.postnet = Postnet(config)
+        self.recognizer = TextRecognizer(config) if config.recognizer_channels else None
 
     def forward(self, tokens: Tensor, token_lens: Tensor, mels: Tensor, mel_lens: Tensor) -> Tacotron2Output:
         """Teacher-forced pass for training.
@@ -664,7 +702,8 @@ class Tacotron2(nn.Module):
 
         step_lens = steps_for(mel_lens, r)
         decoded, mels_postnet, alignments = self._postnet_and_masks(decoded, mel_lens, alignments, step_lens)
-        return Tacotron2Output(decoded, mels_postnet, gate_logits, alignments)
+        recognized = self.recognizer(decoded) if self.recognizer is not None else None
+        return Tacotron2Output(decoded, mels_postnet, gate_logits, alignments, recognized)
 
     @torch.no_grad()
     def infer(self, tokens: Tensor, token_lens: Tensor, max_decoder_steps: int | None = None) -> Inference:

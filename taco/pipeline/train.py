@@ -320,9 +320,10 @@ def _mean_over_ranks(terms: LossTerms) -> LossTerms:
 
 def _loss(output, batch, model_config, train_config, step) -> LossTerms:
     # losses in float32 whatever the autocast dtype: bf16 MSE over thousands of frames loses digits
-    output = type(output)(*(tensor.float() for tensor in output))
+    output = type(output)(*(None if tensor is None else tensor.float() for tensor in output))
     return tacotron2_loss(output, batch, model_config.reduction_factor, train_config.gate_pos_weight,
-                          guided_attention_weight(step, train_config), train_config.guided_attention_sigma)
+                          guided_attention_weight(step, train_config), train_config.guided_attention_sigma,
+                          train_config.ctc_weight)
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ class TrainConfig(JsonConfig):
     guided_attention_weight: float = 1.0  # ESPnet's guided_attn_loss_lambda
     guided_attention_sigma: float = 0.4  # ESPnet's guided_attn_loss_sigma (Tachibana et al. used 0.2)
     guided_attention_half_life: int = 10_000  # steps for the weight to halve; 0 keeps it constant
+    ctc_weight: float = 1.0  # of the text recognizer's CTC loss, for a model with one (recognizer_channels)
     amp: str = "bf16"  # mixed precision on CUDA: bf16, fp16 (with a grad scaler) or none; CPU runs in fp32
     seed: int = 1234
     num_workers: int = 2  # DataLoader worker processes per rank
