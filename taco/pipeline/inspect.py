@@ -24,8 +24,8 @@ from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
 from taco.pipeline.batching import collate
 from taco.pipeline.html_report import write_html_report
 from taco.pipeline.intelligibility import vocode_mel
-from taco.pipeline.reduction import steps_for
 from taco.pipeline.plots import inspection_figure, save_figure
+from taco.pipeline.reduction import steps_for
 from taco.pipeline.stored import SelectionError, open_store, select_positions, store_corpus
 from taco.pipeline.synth import SynthConfig, Synthesizer, inference_item, write_wav
 from taco.progress import progress_bar

@@ -265,8 +265,9 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
 def _train_step(model, optimizer, scaler, batch, mels_finite, model_config, train_config, step, autocast_dtype,
                 device):
     """One optimizer step. Returns (loss terms, grad norm tensor), or (None, None) when it was skipped: its
-    batch's mels (`mels_finite`, a host tensor), or its loss or gradient, were NaN/inf (on any rank: the ranks
-    must agree, or their weights would drift apart). A skipped step changes nothing in the model.
+    batch's mels were NaN/inf on some rank (`mels_finite` is False, as every rank agreed before the step), or
+    its loss or gradient were (on any rank: the ranks must agree, or their weights would drift apart). A
+    skipped step changes nothing in the model.
 
     The step waits for the device once, for the loss and gradient check: a skip must be decided before
     optimizer.step() (GradScaler's step waits for the same reason)."""
