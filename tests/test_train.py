@@ -25,7 +25,7 @@ from taco.pipeline.losses import guided_attention_loss, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2, Tacotron2Output
 from taco.pipeline.train import TrainingError, make_loaders, train
 from taco.pipeline.synth import SynthConfig, synthesize
-from taco.pipeline.train_config import TrainConfig, learning_rate_factor
+from taco.pipeline.train_config import TrainConfig, learning_rate_factor, scheduled_sampling_rate
 
 from conftest import MICRO, micro
 
@@ -104,6 +104,62 @@ def test_learning_rate_warms_up_then_decays_to_the_final_rate():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert factors[110] == pytest.approx(0.01)
+
+
+def test_scheduled_sampling_ramps_up_to_its_rate_and_then_holds():
+    config = TrainConfig(scheduled_sampling=0.4, scheduled_sampling_ramp=100)
+    assert [scheduled_sampling_rate(step, config) for step in (0, 50, 100, 5000)] == pytest.approx([0, 0.2, 0.4, 0.4])
+    assert scheduled_sampling_rate(0, dataclasses.replace(config, scheduled_sampling_ramp=0)) == 0.4
+    with pytest.raises(ValueError, match="scheduled_sampling"):
+        TrainConfig(scheduled_sampling=1.5)
+
+
+def _model_and_batch(store_dir, r):
+    store = FeatureStore(store_dir)
+    model_config, _ = micro()
+    model_config = ModelConfig.from_dict(model_config.to_dict() | {"n_symbols": len(store.symbols),
+                                                                  "reduction_factor": r})
+    rows = store.split_indices("train")[:3]
+    return Tacotron2(model_config), collate([store[int(row)] for row in rows], r)
+
+
+def test_the_decoder_reads_the_fed_frames_and_is_scored_against_the_targets(small_store):
+    model, batch = _model_and_batch(small_store, 2)
+    args = batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"]
+    model.eval()
+    torch.manual_seed(0)
+    teacher_forced = model(*args)
+    torch.manual_seed(0)
+    assert torch.equal(model(*args, batch["mels"]).mels, teacher_forced.mels)
+    torch.manual_seed(0)
+    assert not torch.allclose(model(*args, torch.zeros_like(batch["mels"])).mels, teacher_forced.mels)
+
+
+def test_scheduled_sampling_feeds_each_decoder_step_its_target_or_the_models_own_prediction(small_store):
+    r = 2
+    model, batch = _model_and_batch(small_store, r)
+    model.eval()  # the prediction must not depend on the dropout draws below
+    targets = batch["mels"]
+    assert training._fed_mels(model, batch, 0.0, r) is targets
+    with torch.no_grad():
+        torch.manual_seed(0)
+        predicted = model(batch["tokens"], batch["token_lens"], targets, batch["mel_lens"]).mels
+        torch.manual_seed(0)
+        assert torch.equal(training._fed_mels(model, batch, 1.0, r), predicted)
+        torch.manual_seed(0)
+        fed = training._fed_mels(model, batch, 0.5, r)
+    # per decoder step, its r frames come all from the targets or all from the prediction
+    steps = lambda mels: mels.unflatten(1, (-1, r))  # (B, T_mel, n_mels) -> (B, T_dec, r, n_mels)
+    from_targets = (steps(fed) == steps(targets)).flatten(2).all(-1)  # (B, T_dec)
+    from_prediction = (steps(fed) == steps(predicted)).flatten(2).all(-1)
+    assert (from_targets | from_prediction).all()
+    assert from_targets.any() and (from_prediction & ~from_targets).any()
+
+
+def test_a_run_with_scheduled_sampling_trains(small_store, tmp_path):
+    model_config, train_config = micro(max_steps=4, scheduled_sampling=0.5, scheduled_sampling_ramp=2)
+    summary = train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+    assert summary["steps"] == 4 and math.isfinite(summary["last_loss"]["total"])
 
 
 def test_a_run_writes_config_checkpoints_plots_samples_and_logs(micro_run):

@@ -681,12 +681,16 @@ class Tacotron2(nn.Module):
         self.postnet = Postnet(config)
         self.recognizer = TextRecognizer(config) if config.recognizer_channels else None
 
-    def forward(self, tokens: Tensor, token_lens: Tensor, mels: Tensor, mel_lens: Tensor) -> Tacotron2Output:
+    def forward(
+        self, tokens: Tensor, token_lens: Tensor, mels: Tensor, mel_lens: Tensor, fed_mels: Tensor | None = None
+    ) -> Tacotron2Output:
         """Teacher-forced pass for training.
 
         tokens (B, T_text) long, padded with 0; token_lens (B,) long, each >= 1;
         mels (B, T_mel, n_mels) with T_mel a multiple of r (the collate function pads to it);
-        mel_lens (B,) true lengths in frames (need not be multiples of r).
+        mel_lens (B,) true lengths in frames (need not be multiples of r);
+        fed_mels: the frames the decoder reads as its previous ones, shaped as mels (default: mels, teacher
+        forcing; scheduled sampling mixes in the model's own predictions).
         """
         B, T_text = tokens.shape
         _, T_mel, n_mels = mels.shape
@@ -698,7 +702,7 @@ class Tacotron2(nn.Module):
 
         memory_mask = mask_from_lens(token_lens, T_text)  # (B, T_text)
         memory = self.encoder(tokens, token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
-        decoded, gate_logits, alignments = self.decoder(memory, memory_mask, mels)
+        decoded, gate_logits, alignments = self.decoder(memory, memory_mask, mels if fed_mels is None else fed_mels)
 
         step_lens = steps_for(mel_lens, r)
         decoded, mels_postnet, alignments = self._postnet_and_masks(decoded, mel_lens, alignments, step_lens)

@@ -38,7 +38,8 @@ from taco.pipeline.device import pick_device
 from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.run_folder import RunWriter
-from taco.pipeline.train_config import TrainConfig, guided_attention_weight, learning_rate_factor
+from taco.pipeline.reduction import steps_for
+from taco.pipeline.train_config import TrainConfig, guided_attention_weight, learning_rate_factor, scheduled_sampling_rate
 from taco.progress import progress_bar
 from taco.signals import StopRequest, ignore_stop_signals
 
@@ -278,7 +279,8 @@ def _train_step(model, optimizer, scaler, batch, mels_finite, model_config, trai
     # the forward pass updates BatchNorm's running statistics: kept to put back if the step is skipped
     buffers = [buffer.clone() for buffer in model.buffers()]
     with _autocast(autocast_dtype, device):
-        output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
+        fed_mels = _fed_mels(model, batch, scheduled_sampling_rate(step, train_config), model_config.reduction_factor)
+        output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"], fed_mels)
     terms = _loss(output, batch, model_config, train_config, step)
     if scaler is not None:
         scaler.scale(terms.total).backward()
@@ -298,6 +300,22 @@ def _train_step(model, optimizer, scaler, batch, mels_finite, model_config, trai
     else:
         optimizer.step()
     return LossTerms(*(term.detach() for term in terms)), grad_norm.detach()
+
+
+def _fed_mels(model, batch, rate: float, r: int):
+    """The frames the decoder reads in a training pass: the targets, with each decoder step's input replaced,
+    with probability `rate`, by the model's own prediction of it from a first teacher-forced pass without
+    autograd (parallel scheduled sampling, Duckworth et al. 2019). At inference the decoder reads nothing but
+    its own output; a decoder trained only on true frames meets its own errors there first."""
+    mels = batch["mels"]
+    if rate == 0:
+        return mels
+    with torch.no_grad():
+        predicted = model(batch["tokens"], batch["token_lens"], mels, batch["mel_lens"]).mels
+    B, T_mel, _ = mels.shape
+    # one draw per decoder step, for its r frames: a step reads the last frame of the step before it
+    own = torch.rand(B, steps_for(T_mel, r), 1, device=mels.device) < rate  # (B, T_dec, 1)
+    return torch.where(own.repeat_interleave(r, dim=1), predicted.to(mels.dtype), mels)  # (B, T_mel, n_mels)
 
 
 def _on_every_rank(flags: list, device: torch.device) -> list[bool]:

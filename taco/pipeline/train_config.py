@@ -1,4 +1,5 @@
-"""How to train: TrainConfig, and the two schedules it defines (learning rate and guided-attention weight).
+"""How to train: TrainConfig, and the schedules it defines (learning rate, guided-attention weight,
+scheduled sampling).
 
 Its own module because the training loop (train.py) and the run folder it writes (run_folder.py) both
 read it, and neither should import the other for it.
@@ -30,6 +31,11 @@ class TrainConfig(JsonConfig):
     guided_attention_weight: float = 1.0  # ESPnet's guided_attn_loss_lambda
     guided_attention_sigma: float = 0.4  # ESPnet's guided_attn_loss_sigma (Tachibana et al. used 0.2)
     guided_attention_half_life: int = 10_000  # steps for the weight to halve; 0 keeps it constant
+    # fraction of decoder steps that read the model's own prediction of their previous frame instead of the
+    # target (parallel scheduled sampling, Duckworth et al. 2019), reached linearly over scheduled_sampling_ramp
+    # steps; 0: pure teacher forcing, as in the paper. Costs one extra forward pass without autograd per step.
+    scheduled_sampling: float = 0.0
+    scheduled_sampling_ramp: int = 1000
     ctc_weight: float = 1.0  # of the text recognizer's CTC loss, for a model with one (recognizer_channels)
     amp: str = "bf16"  # mixed precision on CUDA: bf16, fp16 (with a grad scaler) or none; CPU runs in fp32
     seed: int = 1234
@@ -48,6 +54,10 @@ class TrainConfig(JsonConfig):
         for name in ("max_steps", "checkpoint_every", "keep_last", "log_every", "max_nonfinite_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.scheduled_sampling <= 1:
+            raise ValueError(f"TrainConfig.scheduled_sampling must be in [0, 1], got {self.scheduled_sampling}")
+        if self.scheduled_sampling_ramp < 0:
+            raise ValueError(f"TrainConfig.scheduled_sampling_ramp must be >= 0, got {self.scheduled_sampling_ramp}")
         if not 0 < self.final_learning_rate <= self.learning_rate:
             raise ValueError("TrainConfig needs 0 < final_learning_rate <= learning_rate")
 
@@ -67,3 +77,10 @@ def guided_attention_weight(step: int, config: TrainConfig) -> float:
     if config.guided_attention_half_life == 0:
         return config.guided_attention_weight
     return config.guided_attention_weight * 0.5 ** (step / config.guided_attention_half_life)
+
+
+def scheduled_sampling_rate(step: int, config: TrainConfig) -> float:
+    """The fraction of decoder steps fed the model's own prediction at `step` (see TrainConfig.scheduled_sampling)."""
+    if config.scheduled_sampling_ramp == 0:
+        return config.scheduled_sampling
+    return config.scheduled_sampling * min(1.0, step / config.scheduled_sampling_ramp)
