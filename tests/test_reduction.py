@@ -4,7 +4,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taco.pipeline.reduction import frames_for, last_frame_of_each_step, steps_for, stop_step, whole_steps
+from taco.pipeline.reduction import (frames_for, last_frame_of_each_step, spread_over_frames, steps_for, stop_step,
+                                     whole_steps)
 
 
 def test_seven_frames_at_r_3_take_three_steps_the_last_one_partly_filled():
@@ -13,6 +14,8 @@ def test_seven_frames_at_r_3_take_three_steps_the_last_one_partly_filled():
     assert stop_step(7, 3) == 2  # frames 6, 7, 8 (0-based): the 7th frame is frame 6
     mels = torch.arange(9.0).reshape(1, 9, 1)  # frame i holds the value i
     assert last_frame_of_each_step(mels, 3).flatten().tolist() == [2.0, 5.0, 8.0]
+    per_step = torch.tensor([[True, False, True]])  # (B=1, T_dec=3)
+    assert spread_over_frames(per_step, 3).tolist() == [[True] * 3 + [False] * 3 + [True] * 3]
 
 
 @given(frames=st.integers(1, 10_000), r=st.integers(1, 8))

@@ -2,7 +2,8 @@
 
 Decoder step k holds frames k*r .. k*r + r - 1. Every mapping between frames and decoder steps is here:
 collate pads a batch to whole steps and sets the gate targets, teacher forcing feeds each step the last
-frame of the step before, the losses mask by steps, and inference, synthesis and inspection cut by them.
+frame of the step before (scheduled sampling chooses its source per step), the losses mask by steps,
+and inference, synthesis and inspection cut by them.
 Each function takes Python ints or integer tensors alike.
 """
 
@@ -34,3 +35,8 @@ def stop_step(frames, r: int):
 def last_frame_of_each_step(mels: Tensor, r: int) -> Tensor:
     """(B, T_dec * r, n_mels) -> (B, T_dec, n_mels): the frame that the next step is fed."""
     return mels[:, r - 1 :: r]
+
+
+def spread_over_frames(per_step: Tensor, r: int) -> Tensor:
+    """(B, T_dec, ...) -> (B, T_dec * r, ...): each step's value repeated for each of its r frames."""
+    return per_step.repeat_interleave(r, dim=1)

@@ -38,7 +38,7 @@ from taco.pipeline.device import pick_device
 from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.run_folder import RunWriter
-from taco.pipeline.reduction import steps_for
+from taco.pipeline.reduction import spread_over_frames, steps_for
 from taco.pipeline.train_config import TrainConfig, guided_attention_weight, learning_rate_factor, scheduled_sampling_rate
 from taco.progress import progress_bar
 from taco.signals import StopRequest, ignore_stop_signals
@@ -315,7 +315,7 @@ def _fed_mels(model, batch, rate: float, r: int):
     B, T_mel, _ = mels.shape
     # one draw per decoder step, for its r frames: a step reads the last frame of the step before it
     own = torch.rand(B, steps_for(T_mel, r), 1, device=mels.device) < rate  # (B, T_dec, 1)
-    return torch.where(own.repeat_interleave(r, dim=1), predicted.to(mels.dtype), mels)  # (B, T_mel, n_mels)
+    return torch.where(spread_over_frames(own, r), predicted.to(mels.dtype), mels)  # (B, T_mel, n_mels)
 
 
 def _on_every_rank(flags: list, device: torch.device) -> list[bool]:
