@@ -21,8 +21,8 @@ from taco.cli import main
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
 from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_file
-from taco.pipeline.losses import guided_attention_loss, tacotron2_loss
-from taco.pipeline.model import ModelConfig, Tacotron2, Tacotron2Output
+from taco.pipeline.losses import guided_attention_loss, masked_mel_error, tacotron2_loss
+from taco.pipeline.model import ModelConfig, Tacotron2, Tacotron2Output, mask_from_lens
 from taco.pipeline.train import TrainingError, make_loaders, train
 from taco.pipeline.synth import SynthConfig, synthesize
 from taco.pipeline.train_config import TrainConfig, learning_rate_factor, scheduled_sampling_rate
@@ -70,6 +70,32 @@ def test_guided_attention_is_the_mean_penalty_over_each_items_valid_cells():
     # 4 + 1 = 5 valid cells
     expected = (1 - math.exp(-1)) / 5
     assert guided_attention_loss(alignments, step_lens, token_lens, sigma).item() == pytest.approx(expected)
+
+
+def test_the_mel_error_is_the_mean_over_the_real_frames_bins_squared_absolute_or_both():
+    # one item of 3 frames x 2 bins whose last frame is padding: its (huge) error must not count
+    prediction = torch.tensor([[[1.0, -2.0], [0.5, 0.0], [100.0, 100.0]]])
+    target = torch.zeros(1, 3, 2)
+    frame_mask = torch.tensor([[True, True, False]])
+    # 4 real cells with errors 1, -2, 0.5, 0
+    assert masked_mel_error(prediction, target, frame_mask, "mse").item() == pytest.approx((1 + 4 + 0.25) / 4)
+    assert masked_mel_error(prediction, target, frame_mask, "l1").item() == pytest.approx((1 + 2 + 0.5) / 4)
+    assert masked_mel_error(prediction, target, frame_mask, "l1+mse").item() == pytest.approx((5.25 + 3.5) / 4)
+
+
+def test_training_scores_the_mels_with_the_error_its_config_names(small_store):
+    _, train_config = micro()
+    with pytest.raises(ValueError, match="mel_loss"):
+        dataclasses.replace(train_config, mel_loss="huber")
+    store = FeatureStore(small_store)
+    model_config = ModelConfig.from_dict(micro()[0].to_dict() | {"n_symbols": len(store.symbols)})
+    batch = collate([store[int(row)] for row in store.split_indices("train")[:2]], model_config.reduction_factor)
+    output = Tacotron2(model_config).eval()(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
+    frame_mask = mask_from_lens(batch["mel_lens"], batch["mels"].shape[1])
+    for kind in ("mse", "l1"):
+        terms = training._loss(output, batch, model_config, dataclasses.replace(train_config, mel_loss=kind), step=0)
+        expected = masked_mel_error(output.mels, batch["mels"], frame_mask, kind)
+        assert terms.mel.item() == pytest.approx(expected.item())
 
 
 def test_the_ctc_term_is_minus_the_log_probability_of_the_text_per_token():

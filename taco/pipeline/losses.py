@@ -1,6 +1,7 @@
 """Tacotron2 training losses, each term masked so that padding never counts.
 
-- mel and postnet: MSE between predicted and target mels over the real frames (Tacotron2 paper);
+- mel and postnet: the error between predicted and target mels over the real frames: squared ("mse",
+  the Tacotron2 paper's), absolute ("l1", Tacotron 1's and Coqui's) or both ("l1+mse", ESPnet's default);
 - gate: binary cross-entropy of the stop logit per decoder step, with a positive weight because the
   stop step is one step in hundreds (ESPnet's bce_pos_weight);
 - guided attention (Tachibana et al. 2017, "Efficiently trainable text-to-speech ..."): penalizes
@@ -32,11 +33,21 @@ class LossTerms(NamedTuple):
     ctc: torch.Tensor
 
 
-def masked_mse(prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the real frames of (B, T, n_mels) tensors."""
+MEL_LOSSES = ("mse", "l1", "l1+mse")
+
+
+def masked_mel_error(prediction: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor,
+                     kind: str = "mse") -> torch.Tensor:
+    """Mean error per mel bin over the real frames of (B, T, n_mels) tensors; `kind` is one of MEL_LOSSES,
+    "l1+mse" the sum of the two means."""
     mask = frame_mask[:, :, None].to(prediction.dtype)  # (B, T) -> (B, T, 1)
-    squared = (prediction - target).pow(2) * mask
-    return squared.sum() / (mask.sum() * prediction.shape[-1])
+    difference = (prediction - target) * mask
+    total = difference.new_zeros(())
+    if kind in ("l1", "l1+mse"):
+        total = total + difference.abs().sum()
+    if kind in ("mse", "l1+mse"):
+        total = total + difference.pow(2).sum()
+    return total / (mask.sum() * prediction.shape[-1])
 
 
 def guided_attention_weights(step_lens: torch.Tensor, token_lens: torch.Tensor, max_steps: int, max_tokens: int,
@@ -70,17 +81,19 @@ def tacotron2_loss(
     guided_attention_weight: float,
     guided_attention_sigma: float,
     ctc_weight: float = 0.0,
+    mel_loss: str = "mse",
 ) -> LossTerms:
     """All loss terms of one batch. `output` is a Tacotron2Output; `batch` comes from `collate`.
 
     The guided attention term enters `total` multiplied by `guided_attention_weight` (the caller decays
     it over training); it is reported unweighted so that logs stay comparable as the weight changes.
-    The ctc term enters it multiplied by `ctc_weight`, and is reported unweighted too.
+    The ctc term enters it multiplied by `ctc_weight`, and is reported unweighted too. `mel_loss` (one of
+    MEL_LOSSES) is the error of the mel and postnet terms.
     """
     targets, mel_lens, token_lens = batch["mels"], batch["mel_lens"], batch["token_lens"]
     frame_mask = mask_from_lens(mel_lens, targets.shape[1])
-    mel = masked_mse(output.mels, targets, frame_mask)
-    postnet = masked_mse(output.mels_postnet, targets, frame_mask)
+    mel = masked_mel_error(output.mels, targets, frame_mask, mel_loss)
+    postnet = masked_mel_error(output.mels_postnet, targets, frame_mask, mel_loss)
 
     step_lens = steps_for(mel_lens, reduction_factor)
     step_mask = mask_from_lens(step_lens, output.gate_logits.shape[1])

@@ -342,7 +342,7 @@ def _loss(output, batch, model_config, train_config, step) -> LossTerms:
     output = type(output)(*(None if tensor is None else tensor.float() for tensor in output))
     return tacotron2_loss(output, batch, model_config.reduction_factor, train_config.gate_pos_weight,
                           guided_attention_weight(step, train_config), train_config.guided_attention_sigma,
-                          train_config.ctc_weight)
+                          train_config.ctc_weight, train_config.mel_loss)
 
 
 @torch.no_grad()

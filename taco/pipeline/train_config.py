@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from taco.config import JsonConfig
+from taco.pipeline.losses import MEL_LOSSES
 
 AMP_MODES = ("bf16", "fp16", "none")
 
@@ -27,6 +28,9 @@ class TrainConfig(JsonConfig):
     max_steps: int = 100_000
     weight_decay: float = 1e-6
     grad_clip: float = 1.0  # max global grad norm
+    # the error of the mel and postnet terms, one of MEL_LOSSES: the paper's "mse", "l1" (Tacotron 1, Coqui)
+    # or "l1+mse" (ESPnet)
+    mel_loss: str = "mse"
     gate_pos_weight: float = 5.0  # one stop step per utterance; ESPnet's bce_pos_weight
     guided_attention_weight: float = 1.0  # ESPnet's guided_attn_loss_lambda
     guided_attention_sigma: float = 0.4  # ESPnet's guided_attn_loss_sigma (Tachibana et al. used 0.2)
@@ -49,6 +53,8 @@ class TrainConfig(JsonConfig):
     def __post_init__(self):
         if (self.batch_frames is None) == (self.batch_size is None):
             raise ValueError("TrainConfig needs exactly one of batch_frames and batch_size")
+        if self.mel_loss not in MEL_LOSSES:
+            raise ValueError(f"TrainConfig.mel_loss must be one of {MEL_LOSSES}, got {self.mel_loss!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"TrainConfig.amp must be one of {AMP_MODES}, got {self.amp!r}")
         for name in ("max_steps", "checkpoint_every", "keep_last", "log_every", "max_nonfinite_steps"):
