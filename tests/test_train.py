@@ -170,13 +170,15 @@ def test_scheduled_sampling_feeds_each_decoder_step_its_target_or_the_models_own
     with torch.no_grad():
         torch.manual_seed(0)
         predicted = model(batch["tokens"], batch["token_lens"], targets, batch["mel_lens"]).mels
+        # within each item's frames: past its end the frames feed only steps that the loss masks
+        real = mask_from_lens(batch["mel_lens"], targets.shape[1])[:, :, None]  # (B, T_mel, 1)
         torch.manual_seed(0)
-        assert torch.equal(training._fed_mels(model, batch, 1.0, r), predicted)
+        assert torch.equal(training._fed_mels(model, batch, 1.0, r) * real, predicted)
         torch.manual_seed(0)
-        fed = training._fed_mels(model, batch, 0.5, r)
+        fed = training._fed_mels(model, batch, 0.5, r) * real
     # per decoder step, its r frames come all from the targets or all from the prediction
     steps = lambda mels: mels.unflatten(1, (-1, r))  # (B, T_mel, n_mels) -> (B, T_dec, r, n_mels)
-    from_targets = (steps(fed) == steps(targets)).flatten(2).all(-1)  # (B, T_dec)
+    from_targets = (steps(fed) == steps(targets * real)).flatten(2).all(-1)  # (B, T_dec)
     from_prediction = (steps(fed) == steps(predicted)).flatten(2).all(-1)
     assert (from_targets | from_prediction).all()
     assert from_targets.any() and (from_prediction & ~from_targets).any()

@@ -700,14 +700,20 @@ class Tacotron2(nn.Module):
         if whole_steps(T_mel, r) != T_mel:
             raise ValueError(f"T_mel ({T_mel}) must be a multiple of reduction_factor ({r}); pad the batch to it")
 
-        memory_mask = mask_from_lens(token_lens, T_text)  # (B, T_text)
-        memory = self.encoder(tokens, token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
-        decoded, gate_logits, alignments = self.decoder(memory, memory_mask, mels if fed_mels is None else fed_mels)
+        decoded, gate_logits, alignments = self.decode(tokens, token_lens, mels if fed_mels is None else fed_mels)
 
         step_lens = steps_for(mel_lens, r)
         decoded, mels_postnet, alignments = self._postnet_and_masks(decoded, mel_lens, alignments, step_lens)
         recognized = self.recognizer(decoded) if self.recognizer is not None else None
         return Tacotron2Output(decoded, mels_postnet, gate_logits, alignments, recognized)
+
+    def decode(self, tokens: Tensor, token_lens: Tensor, fed_mels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The encoder and the decoder reading `fed_mels` (B, T_mel, n_mels) as their previous frames, without
+        the postnet and the masks: (frames (B, T_mel, n_mels), gate logits (B, T_dec), alignments
+        (B, T_dec, T_text)). Frames past an item's end are not zeroed."""
+        memory_mask = mask_from_lens(token_lens, tokens.shape[1])  # (B, T_text)
+        memory = self.encoder(tokens, token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
+        return self.decoder(memory, memory_mask, fed_mels)
 
     @torch.no_grad()
     def infer(self, tokens: Tensor, token_lens: Tensor, max_decoder_steps: int | None = None) -> Inference:

@@ -310,8 +310,11 @@ def _fed_mels(model, batch, rate: float, r: int):
     mels = batch["mels"]
     if rate == 0:
         return mels
+    # the decoder's frames alone (the postnet's and the recognizer's outputs are not fed back), from the module
+    # itself under DDP: a pass without autograd has no gradients to synchronize
+    bare = model.module if isinstance(model, DistributedDataParallel) else model
     with torch.no_grad():
-        predicted = model(batch["tokens"], batch["token_lens"], mels, batch["mel_lens"]).mels
+        predicted, _, _ = bare.decode(batch["tokens"], batch["token_lens"], mels)
     B, T_mel, _ = mels.shape
     # one draw per decoder step, for its r frames: a step reads the last frame of the step before it
     own = torch.rand(B, steps_for(T_mel, r), 1, device=mels.device) < rate  # (B, T_dec, 1)
