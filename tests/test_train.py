@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -386,6 +387,21 @@ def test_non_finite_losses_skip_steps_and_too_many_stop_the_run(small_store, tmp
     model_config, train_config = micro(max_steps=50, max_nonfinite_steps=3)
     with pytest.raises(TrainingError, match="NaN/inf for 3 steps in a row at step 7.*step_00000004.pt"):
         train(small_store, tmp_path / "run", model_config, train_config, progress=False)
+
+
+def test_a_skipped_first_step_warns_of_nothing_but_the_skip(small_store, tmp_path, monkeypatch, capsys):
+    real_loss = training._loss
+
+    def poisoned(output, batch, model_config, train_config, step):
+        terms = real_loss(output, batch, model_config, train_config, step)
+        return terms._replace(total=terms.total * float("nan")) if step == 0 else terms
+
+    monkeypatch.setattr(training, "_loss", poisoned)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = train(small_store, tmp_path / "run", *micro(max_steps=2), progress=False)
+    assert summary["steps"] == 2 and "step 1: loss or gradient was NaN/inf" in capsys.readouterr().err
+    assert [str(warning.message) for warning in caught] == []
 
 
 @pytest.fixture

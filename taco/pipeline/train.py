@@ -17,9 +17,11 @@ import dataclasses
 import functools
 import math
 import os
+import re
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +148,11 @@ def train(
                     batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
                     terms, grad_norm = _train_step(trained, optimizer, scaler, batch, mels_finite, model_config,
                                                    train_config, state.step, autocast_dtype, device)
-                    scheduler.step()
+                    with warnings.catch_warnings():
+                        # the schedule follows the step counter, which a skipped step advances too; torch warns
+                        # when the very first optimizer step was skipped, as if the schedule were misused
+                        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+                        scheduler.step()
                     state.step += 1
                     state.batches_done += 1
                     if terms is None:
