@@ -692,7 +692,6 @@ class Tacotron2(nn.Module):
         fed_mels: the frames the decoder reads as its previous ones, shaped as mels (default: mels, teacher
         forcing; scheduled sampling mixes in the model's own predictions).
         """
-        B, T_text = tokens.shape
         _, T_mel, n_mels = mels.shape
         r = self.config.reduction_factor
         if n_mels != self.config.n_mels:

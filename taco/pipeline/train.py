@@ -148,11 +148,7 @@ def train(
                     batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
                     terms, grad_norm = _train_step(trained, optimizer, scaler, batch, mels_finite, model_config,
                                                    train_config, state.step, autocast_dtype, device)
-                    with warnings.catch_warnings():
-                        # the schedule follows the step counter, which a skipped step advances too; torch warns
-                        # when the very first optimizer step was skipped, as if the schedule were misused
-                        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-                        scheduler.step()
+                    _advance_schedule(scheduler, stepped=terms is not None)
                     state.step += 1
                     state.batches_done += 1
                     if terms is None:
@@ -325,6 +321,20 @@ def _fed_mels(model, batch, rate: float, r: int):
     # one draw per decoder step, for its r frames: a step reads the last frame of the step before it
     own = torch.rand(B, steps_for(T_mel, r), 1, device=mels.device) < rate  # (B, T_dec, 1)
     return torch.where(spread_over_frames(own, r), predicted.to(mels.dtype), mels)  # (B, T_mel, n_mels)
+
+
+def _advance_schedule(scheduler, stepped: bool) -> None:
+    """One step of the learning-rate schedule, which follows the step counter: a skipped step advances it too.
+
+    When the first optimizer step of a run was skipped, torch warns as if the schedule were misused; that
+    warning is silenced for skipped steps only, because changing the warning filters makes warnings already
+    shown once show again, and the filters would change on every step."""
+    if stepped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+        scheduler.step()
 
 
 def _on_every_rank(flags: list, device: torch.device) -> list[bool]:
