@@ -354,8 +354,8 @@ def test_resume_accepts_the_runs_own_config_and_refuses_another_naming_the_field
                                     "--device", "cpu", "--quiet"])
     assert own.exit_code == 0, own.output
 
-    with pytest.raises(TrainingError, match=r"keeps its configuration.*training.learning_rate \(the run's 0.001, given 0.002\)"):
-        train(small_store, copied_run, *micro(learning_rate=2e-3), resume=True, progress=False)
+    with pytest.raises(TrainingError, match=r"keeps its configuration.*training.learning_rate \(the run's 0.002, given 0.003\)"):
+        train(small_store, copied_run, *micro(learning_rate=3e-3), resume=True, progress=False)
 
 
 def test_resume_refuses_a_store_of_other_utterances_made_the_same_way(small_store, copied_run, tmp_path, make_corpus):
