@@ -26,7 +26,7 @@ TRAINING_PRESETS = {
     # Tachibana et al.'s sigma 0.2, fading over the first few thousand steps: the setup whose word error
     # rates docs/benchmarks.md reports (the sum-over-tokens term of earlier sessions wanted 0.1).
     # Twice NVIDIA's learning rate with scheduled sampling 0.5: free-running WER 0.75 on the bundled corpus
-    # and 0.91 on the held-out one at 1250-1500 steps (3 seeds), against 1.0-1.1 for either alone or neither
+    # and 0.91 on the held-out one at 1250-1500 steps (3 seeds), against 0.9-1.2 for either alone or neither
     # (docs/benchmarks.md, sessions 11-12)
     "tiny": TrainConfig(
         batch_frames=6000,
