@@ -162,12 +162,15 @@ def store_info_command(store_dir, verify, as_json):
               help=f"A preset ({', '.join(TRAINING_PRESETS)}) or a JSON file: "
                    '{"preset": "tiny", "model": {...}, "training": {...}} overriding any field. Default: base '
                    "(the paper's 28M parameters) on CUDA, tiny (1.9M, trains in minutes) on the CPU.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (default: the config's).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (default: the config's); the learning-rate schedule decays over them.")
+@click.option("--stop-at", type=click.IntRange(min=1), default=None,
+              help="End this call at this step and keep the config's learning-rate schedule (--max-steps would "
+                   "decay it over the shorter run); --resume goes on from there.")
 @click.option("--batch-frames", type=click.IntRange(min=1), default=None, help="Padded mel frames per batch (default: the config's).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its newest checkpoint, exactly where it stopped; --config and --batch-frames, if given, must be the run's own.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available). Under torchrun each rank takes its own GPU.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resume, device, quiet):
+def train_command(store_dir, run_dir, config_spec, max_steps, stop_at, batch_frames, resume, device, quiet):
     """Train Tacotron2 on the feature store in STORE_DIR, writing checkpoints, TensorBoard logs, alignment
     plots and Griffin-Lim samples into RUN_DIR.
 
@@ -190,8 +193,8 @@ def train_command(store_dir, run_dir, config_spec, max_steps, batch_frames, resu
             if batch_frames:
                 train_config = dataclasses.replace(train_config, batch_frames=batch_frames, batch_size=None)
             configs = (model_config, train_config)
-        summary = train(store_dir, run_dir, *configs, resume=resume, max_steps=max_steps, device=device,
-                        progress=not quiet)
+        summary = train(store_dir, run_dir, *configs, resume=resume, max_steps=max_steps, stop_at=stop_at,
+                        device=device, progress=not quiet)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(json.dumps(summary, indent=2))

@@ -467,6 +467,20 @@ def test_training_in_pieces_with_stop_at_equals_one_run(small_store, micro_run, 
     assert_same_weights(micro_run[0], tmp_path / "pieces", 8)
 
 
+def test_the_cli_stop_at_ends_a_call_early_and_keeps_the_schedule_for_resume(small_store, micro_run, micro_config,
+                                                                             tmp_path):
+    run = tmp_path / "pieces"
+    first = CliRunner().invoke(main, ["train", str(small_store), str(run), "--config", str(micro_config),
+                                      "--stop-at", "4", "--device", "cpu", "--quiet"])
+    assert first.exit_code == 0, first.output
+    assert '"stopped_by": "stop_at"' in first.output
+    assert sorted(path.name for path in (run / "checkpoints").glob("step_*.pt")) == ["step_00000004.pt"]
+
+    train(small_store, run, resume=True, progress=False)
+    # the same learning rates as the uninterrupted 8-step run, so the same weights
+    assert_same_weights(micro_run[0], run, 8)
+
+
 def test_training_reads_scalars_only_at_log_steps(small_store, tmp_path, monkeypatch):
     """Reading a scalar (.item()) makes the host wait for the device: the loop reads the loss and the
     gradient norm every log_every steps, never in between. (torch's own reads, such as the CPU Adam's of
