@@ -21,7 +21,7 @@ from taco.pipeline.train_config import TrainConfig
 TRAINING_PRESETS = {
     # NVIDIA/tacotron2 on LJSpeech with a GPU
     "base": TrainConfig(),
-    # the bundled 21-minute corpus on a 2-core CPU: small padded batches (~17 utterances), a short warm-up,
+    # the bundled 21-minute corpus on a 2-core CPU: small padded batches (about 15 utterances), a short warm-up,
     # checkpoints and alignment plots every few minutes; guided attention (the mean over valid cells) at
     # Tachibana et al.'s sigma 0.2, fading over the first few thousand steps: the setup whose word error
     # rates docs/benchmarks.md reports (the sum-over-tokens term of earlier sessions wanted 0.1).
