@@ -1,6 +1,6 @@
 """Can a checkpoint's speech be understood? pocketsphinx's word error rate on a store's validation lines.
 
-    python benchmarks/intelligibility.py CHECKPOINT --store STORE [--corpus DIR] [--limit N] [--seeds N] [--device cpu]
+    python benchmarks/intelligibility.py CHECKPOINT --store STORE [--corpus DIR] [--limit N] [--seeds N] [--device cpu] [--int8]
 
 Prints a markdown table of the word error rate of the same sentences from four sources (see
 taco.pipeline.intelligibility): the recordings, Griffin-Lim of the stored target mels, the checkpoint's
@@ -35,12 +35,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most this many validation lines")
     parser.add_argument("--seeds", type=int, default=1, help="score the model's rows with seeds 0..N-1 and average")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--int8", action="store_true", help="the decoder's LSTMs in int8, as taco synth --int8")
     args = parser.parse_args()
 
     started = time.perf_counter()
     recognizer = Recognizer()
     result = evaluate_intelligibility(args.checkpoint, args.store, corpus_dir=args.corpus, limit=args.limit,
-                                      device=args.device, recognizer=recognizer, progress=True)
+                                      device=args.device, recognizer=recognizer, progress=True, int8=args.int8)
     print(f"{describe_machine()}; torch {torch.__version__}")
     print(f"{args.checkpoint} on {result['utterances']} validation lines of {args.store} "
           f"({result['words']} words), Griffin-Lim as taco synth, pocketsphinx\n")
@@ -50,7 +51,7 @@ def main() -> None:
         by_seed = [result["wer"]] + [
             evaluate_intelligibility(args.checkpoint, args.store, corpus_dir=args.corpus, limit=args.limit,
                                      sources=model_rows, config=SynthConfig(seed=seed), device=args.device,
-                                     recognizer=recognizer)["wer"]
+                                     recognizer=recognizer, int8=args.int8)["wer"]
             for seed in range(1, args.seeds)
         ]
         print(f"\n| seed | {' | '.join(model_rows)} |\n| ---: |{' ---: |' * len(model_rows)}")

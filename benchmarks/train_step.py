@@ -16,7 +16,8 @@ plays no part), random weights, seed 0. For each configuration (`tiny` at its r=
    step and mel frames per second (B x F / step time): the metric of NVIDIA's DeepLearningExamples
    Tacotron2 training table (batch 128: A100 31,499 mels/s TF32 and 26,484 AMP; V100 AMP 15,891).
 2. Inference per decoder step: `infer` of the first item alone (batch 1, as `taco synth` of one line) for
-   F / r steps, the gate layer set never to fire (weights 0, bias -1e4), time over steps.
+   F / r steps, the gate layer set never to fire (weights 0, bias -1e4), time over steps. On the CPU also
+   today's model with the decoder's LSTMs in int8 (`taco synth --int8`).
 
 Timings are the best of R rounds; the rounds alternate baseline and today's code, so a busy moment on the
 machine does not land on one of them only; each is run once untimed first. On CUDA each timing ends with
@@ -26,6 +27,8 @@ machine does not land on one of them only; each is run once untimed first. On CU
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -42,6 +45,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 from report import describe_machine, load_average, print_table, verdict  # noqa: E402
 
 from taco.pipeline import model as current_model  # noqa: E402
+from taco.pipeline.synth import int8_decoder_lstms  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_REV = "a5fc703"  # main before the decoder step was reworked for #15
@@ -65,6 +69,9 @@ def load_baseline(rev: str, folder: Path):
 
 def build(module, preset: str, r: int, weights: dict | None, device: torch.device):
     config = current_model.PRESETS[preset].to_dict() | {"reduction_factor": r, "n_symbols": N_SYMBOLS}
+    # fields added since the baseline (recognizer_channels, off by default) are unknown to its ModelConfig
+    known = {field.name for field in dataclasses.fields(module.ModelConfig)}
+    config = {name: value for name, value in config.items() if name in known}
     model = module.Tacotron2(module.ModelConfig.from_dict(config)).to(device)
     if weights is not None:
         model.load_state_dict(weights)
@@ -146,7 +153,12 @@ def main() -> None:
             for label, model in (("baseline", baseline), ("today", current)):
                 optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
                 work[label, "train"] = training_step(model, optimizer, batch, r, device)
-            for label, model in (("baseline", baseline), ("today", current)):
+            inference_models = [("baseline", baseline), ("today", current)]
+            if device.type == "cpu":
+                int8 = copy.deepcopy(current)
+                int8_decoder_lstms(int8)
+                inference_models.append(("int8", int8))
+            for label, model in inference_models:
                 work[label, "infer"] = inference_steps(model, batch, args.frames // r)
             for job in work.values():
                 job()  # untimed: allocator, thread pool and kernel selection warm up
@@ -157,7 +169,7 @@ def main() -> None:
             frames = args.batch * args.frames
             train_speed_up = best["baseline", "train"] / best["today", "train"]
             infer_speed_up = best["baseline", "infer"] / best["today", "infer"]
-            step_ms = {label: best[label, "infer"] / (args.frames // r) * 1e3 for label in ("baseline", "today")}
+            step_ms = {label: best[label, "infer"] / (args.frames // r) * 1e3 for label, _ in inference_models}
             rows += [
                 (f"{name} training step, baseline", f"{best['baseline', 'train']:.2f} s, "
                  f"{frames / best['baseline', 'train']:,.0f} mels/s", "", ""),
@@ -170,6 +182,13 @@ def main() -> None:
                 (f"{name} inference speed-up", f"{infer_speed_up:.2f}x", f">= {TARGET_SPEED_UP}x",
                  verdict(infer_speed_up >= TARGET_SPEED_UP)),
             ]
+            if "int8" in step_ms:
+                int8_speed_up = best["baseline", "infer"] / best["int8", "infer"]
+                rows += [
+                    (f"{name} inference per decoder step, int8 LSTMs", f"{step_ms['int8']:.2f} ms", "", ""),
+                    (f"{name} inference speed-up, int8 LSTMs", f"{int8_speed_up:.2f}x", f">= {TARGET_SPEED_UP}x",
+                     verdict(int8_speed_up >= TARGET_SPEED_UP)),
+                ]
             print(f"{name} done; load average {load_average()}", flush=True)
     print_table(rows)
 

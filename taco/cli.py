@@ -219,11 +219,14 @@ def train_command(store_dir, run_dir, config_spec, max_steps, stop_at, batch_fra
 @click.option("--vocoder-config", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The generator's HiFi-GAN config (default: config.json beside --vocoder).")
 @click.option("--half", is_flag=True, help="Run the vocoder in float16 (CUDA only).")
+@click.option("--int8", is_flag=True,
+              help="The decoder's two LSTMs with 8-bit weights (CPU only): `base` decodes about 3x faster, "
+                   "`tiny` a little slower; the word error rate did not change (README).")
 @click.option("--seed", default=0, help="Seed of the prenet's inference dropout.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_iters, power, max_decoder_steps,
-                  save_mel, vocoder_path, vocoder_config, half, seed, device, quiet):
+                  save_mel, vocoder_path, vocoder_config, half, int8, seed, device, quiet):
     """Speak TEXT (or every line of --text-file) with the model in CHECKPOINT; write 16-bit wavs.
 
     The text goes through the checkpoint's own front end (characters or phonemes); characters it cannot
@@ -247,7 +250,7 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         check_output(paths[0])  # the wavs share a folder and an extension
         config = SynthConfig(batch_size=batch_size, max_decoder_steps=max_decoder_steps,
                              griffin_lim_iterations=gl_iters, power=power, seed=seed)
-        synthesizer = Synthesizer(checkpoint, device, vocoder)
+        synthesizer = Synthesizer(checkpoint, device, vocoder, int8)
         utterances = synthesizer.synthesize(texts, config, progress=not quiet and len(texts) > 1)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None

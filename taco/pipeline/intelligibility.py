@@ -38,6 +38,7 @@ def evaluate_intelligibility(
     device: str | None = None,
     recognizer: Recognizer | None = None,
     progress: bool = False,
+    int8: bool = False,
 ) -> dict:
     """The recognizer's word error rate on the `split` lines of the store (the first `limit`) for each of
     `sources` (a subset of SOURCES).
@@ -46,13 +47,14 @@ def evaluate_intelligibility(
     "out_of_vocabulary": reference words the recognizer's dictionary lacks, "rows": [{"id", "reference",
     SOURCE: recognized words, SOURCE_wer}, ...]}, and with free_running also "duration_ratio" (mean of
     synthesized / recorded frames) and "hit_step_limit" (lines cut at the decoder's step limit).
-    `corpus_dir` overrides the corpus folder that store.json records.
+    `corpus_dir` overrides the corpus folder that store.json records; `int8` scores the model as
+    `taco synth --int8` runs it.
     """
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown or not sources:
         raise ValueError(f"sources must be some of {SOURCES}, got {tuple(sources)}")
     recognizer = recognizer or Recognizer()
-    synthesizer = Synthesizer(checkpoint_path, device)
+    synthesizer = Synthesizer(checkpoint_path, device, int8=int8)
     store = open_store(store_dir, checkpoint_path, synthesizer)
     positions = select_positions(store, None, split, limit)
     ids = [store.ids[position] for position in positions]

@@ -8,6 +8,7 @@ vocoder (taco.pipeline.vocoder) trained on the same mels.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -83,7 +84,9 @@ class Synthesizer:
     """A model ready for inference, with the configs of the checkpoint it came from, and the vocoder that
     turns its mels into audio: Griffin-Lim, or `vocoder` when given (refused unless it takes these mels)."""
 
-    def __init__(self, checkpoint_path: str | os.PathLike, device: str | None = None, vocoder: Vocoder | None = None):
+    def __init__(self, checkpoint_path: str | os.PathLike, device: str | None = None, vocoder: Vocoder | None = None,
+                 int8: bool = False):
+        """`int8`: the decoder's two LSTMs with 8-bit weights (CPU only; see int8_decoder_lstms)."""
         checkpoint = load_checkpoint(checkpoint_path)
         for key in ("model", "model_config", "feature_config", "text_config", "symbols"):
             if key not in checkpoint:
@@ -96,6 +99,10 @@ class Synthesizer:
         self.model = Tacotron2(self.model_config)
         load_weights(self.model, checkpoint, checkpoint_path)
         self.model.to(self.device).eval()
+        if int8:
+            if self.device.type != "cpu":
+                raise ValueError(f"int8 inference runs on the CPU, not on {self.device}")
+            int8_decoder_lstms(self.model)
         if vocoder is not None:
             vocoder.check_features(self.feature_config, checkpoint_path)
         self.vocoder = vocoder
@@ -186,10 +193,29 @@ def inference_item(inference: Inference, row: int, n_tokens: int, reduction_fact
 
 
 def synthesize(checkpoint_path: str | os.PathLike, texts: list[str], config: SynthConfig = SynthConfig(),
-               device: str | None = None, vocoder: Vocoder | None = None) -> list[Utterance]:
+               device: str | None = None, vocoder: Vocoder | None = None, int8: bool = False) -> list[Utterance]:
     """The Python API of `taco synth`: waveforms (and mels, alignments) for `texts`, through Griffin-Lim or
     `vocoder` (`taco.Vocoder.from_file(generator_path)`)."""
-    return Synthesizer(checkpoint_path, device, vocoder).synthesize(texts, config)
+    return Synthesizer(checkpoint_path, device, vocoder, int8).synthesize(texts, config)
+
+
+def int8_decoder_lstms(model: Tacotron2) -> None:
+    """Give the decoder's attention and decoder LSTMs 8-bit weights, in place, for inference on the CPU.
+
+    Why: one decoder step of a single line reads every weight of both LSTMs (about 73 MB in `base`) for a
+    few multiply-adds each, so on a CPU its time is memory traffic; int8 weights are a quarter of it.
+    torch's dynamic quantization keeps a scale per weight matrix and quantizes each step's input on the
+    fly; the state (h, c) and everything else stay float32. Its eager API is deprecated in favour of torchao,
+    which has no LSTM; the warnings it gives say so and are silenced here."""
+    decoder = model.decoder
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import quantize_dynamic
+
+        quantized = quantize_dynamic(
+            torch.nn.ModuleList([decoder.attention_rnn, decoder.decoder_rnn]), {torch.nn.LSTMCell}, dtype=torch.qint8
+        )
+    decoder.attention_rnn, decoder.decoder_rnn = quantized
 
 
 def peak_normalize(wave: np.ndarray) -> np.ndarray:
