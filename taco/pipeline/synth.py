@@ -202,7 +202,7 @@ def synthesize(checkpoint_path: str | os.PathLike, texts: list[str], config: Syn
 def int8_decoder_lstms(model: Tacotron2) -> None:
     """Give the decoder's attention and decoder LSTMs 8-bit weights, in place, for inference on the CPU.
 
-    Why: one decoder step of a single line reads every weight of both LSTMs (about 73 MB in `base`) for a
+    Why: one decoder step of a single line reads every weight of both LSTMs (17.8M floats, 71 MB in `base`) for a
     few multiply-adds each, so on a CPU its time is memory traffic; int8 weights are a quarter of it.
     torch's dynamic quantization keeps a scale per weight matrix and quantizes each step's input on the
     fly; the state (h, c) and everything else stay float32. Its eager API is deprecated in favour of torchao,
