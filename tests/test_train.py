@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -354,8 +355,10 @@ def test_resume_accepts_the_runs_own_config_and_refuses_another_naming_the_field
                                     "--device", "cpu", "--quiet"])
     assert own.exit_code == 0, own.output
 
-    with pytest.raises(TrainingError, match=r"keeps its configuration.*training.learning_rate \(the run's 0.002, given 0.003\)"):
-        train(small_store, copied_run, *micro(learning_rate=3e-3), resume=True, progress=False)
+    own_rate = micro()[1].learning_rate
+    other = f"the run's {own_rate}, given {2 * own_rate}"
+    with pytest.raises(TrainingError, match=r"keeps its configuration.*training.learning_rate \(" + re.escape(other)):
+        train(small_store, copied_run, *micro(learning_rate=2 * own_rate), resume=True, progress=False)
 
 
 def test_resume_refuses_a_store_of_other_utterances_made_the_same_way(small_store, copied_run, tmp_path, make_corpus):
