@@ -30,9 +30,11 @@ from taco.progress import progress_bar
 if TYPE_CHECKING:  # the vocoder module writes its wavs with write_wav from here
     from taco.pipeline.vocoder import Vocoder
 
-# Griffin-Lim sharpening: raising the magnitude to 1.5 before phase recovery lowers its phasiness
-# (Tacotron 1, Wang et al. 2017; Coqui TTS's default `power`).
-DEFAULT_POWER = 1.5
+# Magnitude exponent before Griffin-Lim. Tacotron 1 (Wang et al. 2017) and Coqui TTS sharpen with 1.5 to lower
+# the phasiness, but the recognizer understands less of it: Griffin-Lim of the stored mels of flite kal16 scored
+# 0.44 word error rate at 1.5 and 0.28 at 1.0 (recordings 0.27), the bundled corpus 0.23 and 0.21, and `tiny`'s
+# free-running speech 0.30 and 0.28 (docs/benchmarks.md, session 19). 0.8 and 1.2 were no better than 1.0.
+DEFAULT_POWER = 1.0
 # Peak level of written audio: a little headroom below full scale so 16-bit PCM never clips.
 PEAK_LEVEL = 0.95
 # What the wavs hold: 16-bit PCM, which every player reads.
