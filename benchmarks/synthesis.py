@@ -17,7 +17,7 @@ its spoken characters (token ids less EOS) at 14 per second, so steps = ceil(sec
 1. Real-time factor (RTF): wall seconds of one `Synthesizer.synthesize(16 lines, SynthConfig(batch_size=16,
    max_decoder_steps=the longest line's steps))` over the seconds of audio the 16 lines are planned to have,
    with `vocode=False` (model only: text front end, encoder, decoder loop, postnet) and `vocode=True` (model
-   + Griffin-Lim at the default SynthConfig: 32 iterations, power 1.5). A batch decodes until its last item
+   + Griffin-Lim at the default SynthConfig: 32 iterations, power 1.0). A batch decodes until its last item
    stops, and on a CPU Griffin-Lim runs on each item at its own length, which here is the batch's longest
    (the gate never fires): the decoder's work is that of a trained model whose lines stop at the planned
    lengths, Griffin-Lim's an upper bound (see 4); the audio counted is the planned lengths, not the padded ones.
