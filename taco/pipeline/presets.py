@@ -41,8 +41,8 @@ TRAINING_PRESETS = {
         scheduled_sampling_ramp=500,
         # L1 (Tacotron 1, Coqui) instead of the paper's MSE: free-running WER at 1300 steps (about 20 minutes)
         # 0.243 against MSE's 0.275-0.278 on the bundled corpus and 0.401 against 0.423-0.465 on kal16, which
-        # no setting was chosen on (3 seeds; docs/benchmarks.md, session 20). On the held-out corpus it is worse
-        # at 1000 steps (0.615 against 0.498); its figure at 1300 steps decides whether L1 stays
+        # no setting was chosen on (3 seeds; docs/benchmarks.md, session 20). On the held-out corpus it starts
+        # slower (worse at 1000 steps) and is level by 1300: 0.516 against 0.523 (session 21)
         mel_loss="l1",
         checkpoint_every=250,
         log_every=10,
