@@ -103,7 +103,7 @@ def main() -> None:
         if first:
             floor = scores["wer"]["recordings"]
             print(f"pocketsphinx WER on the {scores['utterances']} validation lines: recordings "
-                  f"{scores['wer']['recordings']:.3f}, Griffin-Lim of their stored mels "
+                  f"{floor:.3f}, Griffin-Lim of their stored mels "
                   f"{scores['wer']['target_griffin_lim']:.3f}\n")
             print("| steps | train min | train loss | val loss | focus rate (teacher-forced) | focus rate (free-running) "
                   "| WER (teacher-forced) | WER (free-running) | free-running verdicts |")
