@@ -223,6 +223,8 @@ def test_bad_input_gets_one_line_naming_the_file_and_the_reason(micro_checkpoint
     lonely = tmp_path / "lonely" / "generator"
     lonely.parent.mkdir()
     lonely.write_bytes(generator_file.read_bytes())
+    code_carrying = tmp_path / "code_carrying.pt"
+    torch.save({"generator": {}, "where": Path("/")}, code_carrying)  # any class outside weights_only's list
     cases = [
         (("vocode", generator_file, transposed), f"{transposed}: shape (20, 80), the vocoder takes (80, frames) (transposed?"),
         (("vocode", generator_file, few_bands), f"{few_bands}: shape (40, 20), the vocoder takes (80, frames)"),
@@ -231,9 +233,30 @@ def test_bad_input_gets_one_line_naming_the_file_and_the_reason(micro_checkpoint
          f"{micro_checkpoint}: not a HiFi-GAN generator file (no 'generator' state dict"),
         (("synth", micro_checkpoint, "Hi.", "--vocoder", generator_file, "--vocoder-config", generator_file),
          f"{generator_file}: not a HiFi-GAN config"),
+        (("vocode", code_carrying, transposed, "--vocoder-config", generator_file.parent / "config.json"),
+         f"{code_carrying}: not a readable torch file"),
     ]
     for args, message in cases:
         result = invoke(*args, "-o", tmp_path / "out")
         assert result.exit_code == 1, result.output
         assert message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_synth_refuses_a_vocoder_of_other_mels_or_one_that_makes_nan_in_one_line(micro_checkpoint, tmp_path):
+    torch.manual_seed(0)
+    other_rate = save_reference_file(tmp_path / "LJ_16k", Generator(dataclasses.replace(SMALL["2"], sampling_rate=16000)))
+    broken = Generator(SMALL["2"])
+    for parameter in broken.parameters():
+        parameter.data.fill_(float("nan"))
+    broken = save_reference_file(tmp_path / "broken", broken)
+    cases = [
+        (other_rate, f"{micro_checkpoint}: its mels are not the ones the vocoder was trained on: "
+                     "sample_rate 22050 (the vocoder's: 16000)"),
+        (broken, "text 1 ('Hi.'): the vocoder's waveform is NaN/inf; the generator's weights are broken"),
+    ]
+    for generator, message in cases:
+        out = tmp_path / "hi.wav"
+        result = invoke("synth", micro_checkpoint, "Hi.", "--vocoder", generator, "-o", out)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()

@@ -129,7 +129,7 @@ class Synthesizer:
                 chunk = order[start : start + config.batch_size]
                 batch = self._synthesize_batch([texts[i] for i in chunk], [encoded[i] for i in chunk], config, vocode)
                 for i, utterance in zip(chunk, batch):
-                    _refuse_nonfinite(i + 1, utterance)
+                    _refuse_nonfinite(i + 1, utterance, self.vocoder)
                     results[i] = utterance
                 bar.update(len(chunk))
         return results
@@ -171,14 +171,19 @@ class Synthesizer:
         return [peak_normalize(wave.cpu().numpy()) for wave in waves]
 
 
-def _refuse_nonfinite(number: int, utterance: Utterance) -> None:
+def _refuse_nonfinite(number: int, utterance: Utterance, vocoder: Vocoder | None) -> None:
     """NaN/inf would reach the wav as full-scale noise or silence; say which line it was instead."""
     line = f"text {number} ({utterance.text!r})"
     if not np.isfinite(utterance.mel).all():
         raise SynthesisError(f"{line}: the model's mel is NaN/inf; the checkpoint's weights are broken")
-    if utterance.wave is not None and not np.isfinite(utterance.wave).all():
+    if utterance.wave is None or np.isfinite(utterance.wave).all():
+        return
+    if vocoder is None:
         raise SynthesisError(f"{line}: Griffin-Lim's waveform is NaN/inf; a lower power (--power) keeps the "
                              "magnitudes it raises within float32")
+    remedy = ("float16 overflowed: leave out --half" if vocoder.dtype == torch.float16
+              else "the generator's weights are broken")
+    raise SynthesisError(f"{line}: the vocoder's waveform is NaN/inf; {remedy}")
 
 
 def inference_item(inference: Inference, row: int, n_tokens: int, reduction_factor: int
