@@ -451,7 +451,7 @@ def test_ranks_get_disjoint_batches_of_equal_count(small_store):
 
 
 def test_torchrun_with_two_cpu_processes_trains_and_only_rank_0_writes(small_store, micro_config, tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "taco", "train", str(small_store), str(tmp_path / "run"), "--config", str(micro_config),
                "--device", "cpu", "--max-steps", "4", "--quiet"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
@@ -535,11 +535,12 @@ Path(f"{run}.rank{os.environ['RANK']}.json").write_text(json.dumps(summary))
 """
 
 
-def torchrun(script_dir, store, run, stop_at, config, port):
-    """Starts TORCHRUN_TRAIN with 2 CPU ranks; returns the torchrun process."""
+def torchrun(script_dir, store, run, stop_at, config):
+    """Starts TORCHRUN_TRAIN with 2 CPU ranks; returns the torchrun process. (--standalone: a free port of its
+    own, where a fixed one could still be held by the last launch or by another job on the machine.)"""
     script = script_dir / "torchrun_train.py"
     script.write_text(TORCHRUN_TRAIN)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(script), str(store), str(run), stop_at, str(config)]
     # the script imports this checkout's taco, whatever is installed
     env = os.environ | {"PYTHONPATH": str(Path(training.__file__).parents[2])}
@@ -555,7 +556,7 @@ def test_a_torchrun_run_in_pieces_equals_one_run_on_every_rank(small_store, micr
     states: rank 0's on every rank would change what rank 1 draws."""
 
     def run_to_the_end(run, stop_at):
-        process = torchrun(tmp_path, small_store, run, stop_at, micro_config, port=29518)
+        process = torchrun(tmp_path, small_store, run, stop_at, micro_config)
         assert process.wait(timeout=300) == 0, process.stderr.read()[-3000:]
 
     run_to_the_end(tmp_path / "whole", "8")
@@ -569,8 +570,7 @@ def test_a_signal_to_one_torchrun_rank_stops_every_rank_after_the_same_step(smal
     """The ranks agree on stopping (and on the validation loss, which each rank computes on its share of
     the split): a rank that stopped alone would leave the other waiting for it forever."""
     run = tmp_path / "run"
-    process = torchrun(tmp_path, small_store, run, "1000", write_config(tmp_path / "long.json", max_steps=1000),
-                       port=29519)
+    process = torchrun(tmp_path, small_store, run, "1000", write_config(tmp_path / "long.json", max_steps=1000))
     wait_for(run / "checkpoints" / step_file(4))
     wait_for(Path(f"{run}.rank1.pid"))
     os.kill(int(Path(f"{run}.rank1.pid").read_text()), signal.SIGTERM)

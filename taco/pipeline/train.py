@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import math
 import os
 import re
@@ -202,6 +203,11 @@ def train(
                 writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state, final_rng)
             writer.close()
         if world_size > 1:
+            # DDP holds the process group, and its hooks put it in a reference cycle that only the garbage
+            # collector frees; left to the collection at interpreter exit, the gloo group's threads would end the
+            # process with SIGABRT ("terminate called without an active exception") after a finished run
+            del trained
+            gc.collect()
             dist.destroy_process_group()
         return {
             "run_dir": str(run_dir),
