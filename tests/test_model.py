@@ -362,6 +362,28 @@ def test_infer_stops_each_item_on_its_own_gate_and_zeroes_what_follows(r):
     assert short.mels.shape[1] == 4 * r
 
 
+def test_looking_for_the_end_every_few_steps_gives_each_item_the_same_output(monkeypatch):
+    """On a GPU the loop looks whether every item has stopped only every few steps (a look makes the host wait
+    for the device): the batch then decodes a few steps more, which each item's length cuts off."""
+    config = small(reduction_factor=2)
+    model = make_model(config).eval()
+    stop_after_one_step_per_token(model)
+    tokens, token_lens, _, _ = make_batch(config, [3, 6, 4], [1] * 3)
+    torch.manual_seed(0)  # the prenet's dropout, on at inference
+    every_step = model.infer(tokens, token_lens, max_decoder_steps=20)
+    monkeypatch.setitem(model_module.STOP_CHECK_EVERY, "cpu", 4)
+    torch.manual_seed(0)
+    every_fourth = model.infer(tokens, token_lens, max_decoder_steps=20)
+
+    assert every_step.mels.shape[1] == 12 and every_fourth.mels.shape[1] == 16  # 6 steps of 2 frames; 8
+    assert torch.equal(every_step.mel_lens, every_fourth.mel_lens)
+    assert torch.equal(every_step.hit_step_limit, every_fourth.hit_step_limit)
+    assert torch.equal(every_step.mels, every_fourth.mels[:, :12])
+    assert torch.equal(every_step.alignments, every_fourth.alignments[:, :6])
+    assert torch.equal(every_step.gate_logits, every_fourth.gate_logits[:, :6])
+    assert not every_fourth.mels[:, 12:].any() and not every_fourth.alignments[:, 6:].any()
+
+
 @pytest.mark.parametrize("r", [1, 2])
 def test_inference_of_an_item_does_not_depend_on_its_batch_mates(r):
     # prenet dropout stays on at inference, so it is switched off here to compare runs

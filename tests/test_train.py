@@ -166,6 +166,7 @@ def test_the_decoder_reads_the_fed_frames_and_is_scored_against_the_targets(smal
 def test_scheduled_sampling_feeds_each_decoder_step_its_target_or_the_models_own_prediction(small_store):
     r = 2
     model, batch = _model_and_batch(small_store, r)
+    batch = training._to_device(batch, torch.device("cpu"))  # as the training loop hands it over
     model.eval()  # the prediction must not depend on the dropout draws below
     targets = batch["mels"]
     assert training._fed_mels(model, batch, 0.0, r) is targets
@@ -507,6 +508,45 @@ def test_training_reads_scalars_only_at_log_steps(small_store, tmp_path, monkeyp
     monkeypatch.setattr(torch.Tensor, "item", recorded_item)
     train(small_store, tmp_path / "run", *micro(log_every=4, checkpoint_every=4), progress=True)
     assert read_at and set(read_at) <= {4, 8}
+
+
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(small_store, monkeypatch):
+    """Every way a tensor's values reach Python makes the host wait for a GPU, which then idles while the host
+    queues the next step's work. A step reads nothing, also when it is skipped for NaN: it decides the skip on
+    the device, and the encoder packs by the lengths the collate made on the host. (Whoever calls the read,
+    taco or torch: the optimizer and the scaler must not read either.)"""
+    model, batch = _model_and_batch(small_store, 2)
+    model_config, train_config = micro(grad_clip=1.0)
+    optimizer, scaler = training.optimizer_and_scaler(model, train_config, None, torch.device("cpu"))
+    poisoned = dict(batch, mels=batch["mels"].clone())
+    poisoned["mels"][0, 0, 0] = float("inf")  # reaches the loss, not the host's check: a skip found on the device
+    reads = []
+    for name in HOST_READS:
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda tensor, *args, _real=real, _name=name, **kwargs:
+                            reads.append(_name) or _real(tensor, *args, **kwargs))
+    states, grad_norms = [model_state(model, optimizer)], []
+    for step, fed in enumerate([batch, poisoned, batch]):
+        _, grad_norm = training._train_step(model, optimizer, scaler, training._to_device(fed, torch.device("cpu")),
+                                            model_config, train_config, step, None, torch.device("cpu"))
+        grad_norms.append(grad_norm)
+        states.append(model_state(model, optimizer))
+    monkeypatch.undo()
+
+    assert reads == []
+    assert [bool(torch.isfinite(norm)) for norm in grad_norms] == [True, False, True]
+    # the skipped step changed nothing (weights, BatchNorm's statistics, Adam's moments and step count); the others did
+    same = [all(torch.equal(a, b) for a, b in zip(first, second)) for first, second in zip(states, states[1:])]
+    assert same == [False, True, False]
+
+
+def model_state(model, optimizer) -> list[torch.Tensor]:
+    """Copies of everything a training step may change."""
+    optimizer_state = [value for state in optimizer.state_dict()["state"].values() for value in state.values()]
+    return [tensor.clone() for tensor in list(model.state_dict().values()) + optimizer_state]
 
 
 def test_a_run_without_a_config_gets_base_on_cuda_and_tiny_on_the_cpu(monkeypatch):

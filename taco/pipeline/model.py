@@ -49,6 +49,11 @@ ATTENTIONS = ("location", "forward")
 # Floor on forward attention's unnormalized weights (ESPnet's AttForward clamps at 1e-6): the product of
 # two distributions can underflow to zero everywhere, and an all-zero alignment would never recover
 FORWARD_ATTENTION_FLOOR = 1e-6
+# Decoder steps between the inference loop's looks at whether every item has stopped. A look makes the host
+# wait for the device, so on a GPU the loop looks every GPU_STOP_CHECK_EVERY steps and a batch that has
+# stopped decodes at most that many steps more, which its step_lens cut off; on the CPU a look is free.
+STOP_CHECK_EVERY = {"cpu": 1}
+GPU_STOP_CHECK_EVERY = 16
 
 
 def _is_positive_int(value) -> bool:
@@ -259,8 +264,11 @@ class Encoder(nn.Module):
             config.encoder_conv_channels, config.encoder_lstm_dim, batch_first=True, bidirectional=True
         )
 
-    def forward(self, tokens: Tensor, token_lens: Tensor) -> Tensor:
-        """tokens (B, T_text) long, token_lens (B,) -> memory (B, T_text, encoder_dim), zero at padding."""
+    def forward(self, tokens: Tensor, token_lens: Tensor, host_token_lens: Tensor | None = None) -> Tensor:
+        """tokens (B, T_text) long, token_lens (B,) -> memory (B, T_text, encoder_dim), zero at padding.
+
+        `host_token_lens`: the same lengths on the CPU, where the caller has them (the collate made them
+        there); without them they are copied back from the device, and the host waits for it."""
         B, T_text = tokens.shape
         x = self.embedding(tokens)  # (B, T_text) -> (B, T_text, embedding_dim)
         # zeroing padding after every layer makes each valid position see exactly what it would see
@@ -270,12 +278,17 @@ class Encoder(nn.Module):
         for conv in self.convolutions:
             x = F.dropout(F.relu(conv(x)), self.conv_dropout, self.training) * keep  # (B, C, T_text)
         x = x.transpose(1, 2)  # (B, C, T_text) -> (B, T_text, C)
-        # pack_padded_sequence takes its lengths on the CPU whatever the device of the data
-        packed = nn.utils.rnn.pack_padded_sequence(x, token_lens.cpu(), batch_first=True, enforce_sorted=False)
+        # pack_padded_sequence takes its lengths on the CPU whatever the device of the data, longest first. The
+        # items are sorted here, on the device, rather than by enforce_sorted=False, whose pad_packed_sequence
+        # copies the unsorting order back from the device. The host's lengths sorted are the same values.
+        host_token_lens = token_lens.cpu() if host_token_lens is None else host_token_lens
+        order = torch.argsort(token_lens, descending=True, stable=True)  # (B,) on the device
+        packed = nn.utils.rnn.pack_padded_sequence(x[order], host_token_lens.sort(descending=True).values,
+                                                   batch_first=True)
         outputs, _ = self.lstm(packed)
         # total_length keeps T_text even when the longest item is shorter than the padded width
         memory, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=T_text)
-        return memory  # (B, T_text, 2 * encoder_lstm_dim)
+        return memory[torch.argsort(order)]  # back in the batch's order: (B, T_text, 2 * encoder_lstm_dim)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -600,7 +613,7 @@ class Decoder(nn.Module):
             stops_now = ~finished & (torch.sigmoid(gate_logit) > gate_threshold)
             step_lens = step_lens.masked_fill(stops_now, k + 1)
             finished = finished | stops_now
-            if bool(finished.all()):
+            if (k + 1) % STOP_CHECK_EVERY.get(memory.device.type, GPU_STOP_CHECK_EVERY) == 0 and bool(finished.all()):
                 break
             frame = step_frames[:, -1]  # (B, r, n_mels) -> (B, n_mels)
         hit_step_limit = ~finished
@@ -688,7 +701,8 @@ class Tacotron2(nn.Module):
         self.recognizer = TextRecognizer(config) if config.recognizer_channels else None
 
     def forward(
-        self, tokens: Tensor, token_lens: Tensor, mels: Tensor, mel_lens: Tensor, fed_mels: Tensor | None = None
+        self, tokens: Tensor, token_lens: Tensor, mels: Tensor, mel_lens: Tensor, fed_mels: Tensor | None = None,
+        host_token_lens: Tensor | None = None,
     ) -> Tacotron2Output:
         """Teacher-forced pass for training.
 
@@ -696,7 +710,8 @@ class Tacotron2(nn.Module):
         mels (B, T_mel, n_mels) with T_mel a multiple of r (the collate function pads to it);
         mel_lens (B,) true lengths in frames (need not be multiples of r);
         fed_mels: the frames the decoder reads as its previous ones, shaped as mels (default: mels, teacher
-        forcing; scheduled sampling mixes in the model's own predictions).
+        forcing; scheduled sampling mixes in the model's own predictions);
+        host_token_lens: token_lens on the CPU, where the caller has them (see Encoder.forward).
         """
         _, T_mel, n_mels = mels.shape
         r = self.config.reduction_factor
@@ -705,19 +720,21 @@ class Tacotron2(nn.Module):
         if whole_steps(T_mel, r) != T_mel:
             raise ValueError(f"T_mel ({T_mel}) must be a multiple of reduction_factor ({r}); pad the batch to it")
 
-        decoded, gate_logits, alignments = self.decode(tokens, token_lens, mels if fed_mels is None else fed_mels)
+        decoded, gate_logits, alignments = self.decode(tokens, token_lens, mels if fed_mels is None else fed_mels,
+                                                       host_token_lens)
 
         step_lens = steps_for(mel_lens, r)
         decoded, mels_postnet, alignments = self._postnet_and_masks(decoded, mel_lens, alignments, step_lens)
         recognized = self.recognizer(decoded) if self.recognizer is not None else None
         return Tacotron2Output(decoded, mels_postnet, gate_logits, alignments, recognized)
 
-    def decode(self, tokens: Tensor, token_lens: Tensor, fed_mels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def decode(self, tokens: Tensor, token_lens: Tensor, fed_mels: Tensor, host_token_lens: Tensor | None = None
+               ) -> tuple[Tensor, Tensor, Tensor]:
         """The encoder and the decoder reading `fed_mels` (B, T_mel, n_mels) as their previous frames, without
         the postnet and the masks: (frames (B, T_mel, n_mels), gate logits (B, T_dec), alignments
         (B, T_dec, T_text)). Frames past an item's end are not zeroed."""
         memory_mask = mask_from_lens(token_lens, tokens.shape[1])  # (B, T_text)
-        memory = self.encoder(tokens, token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
+        memory = self.encoder(tokens, token_lens, host_token_lens)  # (B, T_text) -> (B, T_text, encoder_dim)
         return self.decoder(memory, memory_mask, fed_mels)
 
     @torch.no_grad()

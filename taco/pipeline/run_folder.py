@@ -58,7 +58,7 @@ class RunWriter:
 
     def checkpoint_dict(self, model, optimizer, scheduler, scaler, sampler, state: Progress, rng: list[dict]) -> dict:
         """`rng`: rng_states(), which every rank gathers before rank 0 writes."""
-        checkpoint = {
+        return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -74,10 +74,8 @@ class RunWriter:
             "store": str(self.store.path.resolve()),
             "store_fingerprint": self.store.fingerprint,
             "store_content": self.store.content_fingerprint,
+            "scaler": scaler.state_dict(),
         }
-        if scaler is not None:
-            checkpoint["scaler"] = scaler.state_dict()
-        return checkpoint
 
     def checkpoint(self, model, optimizer, scheduler, scaler, sampler, state: Progress, rng: list[dict]) -> None:
         """A step checkpoint (pruned to the last keep_last), then the samples of the model as it is now."""

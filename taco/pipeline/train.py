@@ -78,6 +78,9 @@ def train(
     if (model_config is None) != (train_config is None) or (model_config is None and not resume):
         raise ValueError("give a model and a training config for a new run; to resume one, give both or neither")
     rank, world_size = _start_distributed(device)
+    # the flags the host decides on are agreed in a gloo group of their own: in NCCL's, on the device, reading
+    # the result back would make every host wait for its device at every step
+    host_group = dist.new_group(backend="gloo") if world_size > 1 else None
     device = _pick_device(device)
     # one writer per run folder (rank 0 writes it): a second training would mix its checkpoints into this one's
     with exclusive_lock(run_dir, "run folder") if rank == 0 else contextlib.nullcontext():
@@ -97,12 +100,10 @@ def train(
         torch.manual_seed(train_config.seed + rank)  # the ranks' dropout masks differ (DDP gives them rank 0's weights)
 
         model = Tacotron2(model_config).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate,
-                                     weight_decay=train_config.weight_decay)
+        autocast_dtype = _autocast_dtype(train_config.amp, device)
+        optimizer, scaler = optimizer_and_scaler(model, train_config, autocast_dtype, device)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                       lambda step: learning_rate_factor(step, train_config))
-        autocast_dtype = _autocast_dtype(train_config.amp, device)
-        scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
         sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size,
                                                          pin_memory=device.type == "cuda")
         if val_loader is None and rank == 0:
@@ -114,7 +115,7 @@ def train(
             load_weights(model, checkpoint, checkpoint_path)
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
-            if scaler is not None and "scaler" in checkpoint:
+            if "scaler" in checkpoint:
                 scaler.load_state_dict(checkpoint["scaler"])
             state = Progress(**checkpoint["progress"])
             sampler.load_state_dict(checkpoint["sampler"])
@@ -125,7 +126,9 @@ def train(
         # SIGINT/SIGTERM: stop after the current step and write a checkpoint
         stop = StopRequest()
         stopping = False
-        nonfinite_in_a_row = 0
+        # counted on the device and read at log steps, so that deciding a skip never makes the host wait
+        skipped_in_a_row = torch.zeros((), dtype=torch.long, device=device)  # for NaN/inf mels, loss or gradient
+        loss_skips_since_log = torch.zeros((), dtype=torch.long, device=device)
         last_terms: LossTerms | None = None
         last_val_loss: LossTerms | None = None
         bar = progress_bar(total=last_step, initial=state.step, unit="step", desc="train",
@@ -141,34 +144,39 @@ def train(
                     # the next all-reduce forever, and a rank that skipped alone would let the weights drift apart.
                     # A stop asked for during a step is seen here, before the next step: this batch stays untrained
                     # and is the first one a resumed run draws.
-                    mels_finite, go_on = _on_every_rank([bool(items_finite.all()), stop.signum is None], device)
+                    mels_finite, go_on = _on_every_rank([bool(items_finite.all()), stop.signum is None], host_group)
                     if not go_on:
                         stopping = True
                         break
-                    # non_blocking: a copy from pinned memory overlaps the device's work (a no-op on the CPU)
-                    batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-                    terms, grad_norm = _train_step(trained, optimizer, scaler, batch, mels_finite, model_config,
-                                                   train_config, state.step, autocast_dtype, device)
-                    _advance_schedule(scheduler, stepped=terms is not None)
+                    if mels_finite:
+                        terms, grad_norm = _train_step(trained, optimizer, scaler, _to_device(batch, device),
+                                                       model_config, train_config, state.step, autocast_dtype, device)
+                        skipped = ~torch.isfinite(grad_norm)
+                        loss_skips_since_log += skipped
+                        last_terms = terms
+                    else:
+                        # the batch is number batches_done of this epoch
+                        bad = _nonfinite_ids(items_finite, sampler.batch(state.batches_done), train_rows, store)
+                        bar.write(f"step {state.step + 1}: {', '.join(bad) or 'a batch of another rank'} has NaN/inf "
+                                  "in its mel, step skipped", file=sys.stderr)
+                        skipped = torch.ones((), dtype=torch.bool, device=device)
+                    _advance_schedule(scheduler, stepped=mels_finite)
+                    skipped_in_a_row = torch.where(skipped, skipped_in_a_row + 1, 0)
                     state.step += 1
                     state.batches_done += 1
-                    if terms is None:
-                        nonfinite_in_a_row += 1
-                        # the batch just trained on is number batches_done - 1 of this epoch
-                        bad = _nonfinite_ids(items_finite, sampler.batch(state.batches_done - 1), train_rows, store)
-                        reason = f"{', '.join(bad)} has NaN/inf in its mel" if bad else "loss or gradient was NaN/inf"
-                        bar.write(f"step {state.step}: {reason}, step skipped", file=sys.stderr)
-                        if nonfinite_in_a_row >= train_config.max_nonfinite_steps:
+                    # scalars are read every log_every steps only: reading one waits for the device to finish
+                    if state.step % train_config.log_every == 0:
+                        in_a_row, loss_skips = torch.stack([skipped_in_a_row, loss_skips_since_log]).tolist()
+                        loss_skips_since_log.zero_()
+                        if loss_skips:
+                            bar.write(_skip_report(state.step, train_config.log_every, loss_skips), file=sys.stderr)
+                        if in_a_row >= train_config.max_nonfinite_steps:
                             raise TrainingError(
-                                f"loss was NaN/inf for {nonfinite_in_a_row} steps in a row at step {state.step}; "
+                                f"loss was NaN/inf for {in_a_row} steps in a row at step {state.step}; "
                                 f"the last good checkpoint is {latest_checkpoint(run_dir / 'checkpoints')}. "
                                 "Lower the learning rate or check the store with taco store-info --verify"
                             )
-                    else:
-                        nonfinite_in_a_row = 0
-                        last_terms = terms
-                        # scalars are read every log_every steps only: reading one waits for the device to finish
-                        if state.step % train_config.log_every == 0:
+                        if in_a_row == 0:  # this step trained: its loss is worth showing
                             # refresh=False: the bar shows them at its next redraw; a forced redraw would write
                             # into a log file or pipe at every log step (progress_bar's mininterval)
                             logged = _mean_over_ranks(terms)
@@ -203,8 +211,8 @@ def train(
                 writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state, final_rng)
             writer.close()
         if world_size > 1:
-            # DDP holds the process group, and its hooks put it in a reference cycle that only the garbage
-            # collector frees; left to the collection at interpreter exit, the gloo group's threads would end the
+            # DDP holds the process groups, and its hooks put it in a reference cycle that only the garbage
+            # collector frees; left to the collection at interpreter exit, the gloo groups' threads would end the
             # process with SIGABRT ("terminate called without an active exception") after a finished run
             del trained
             gc.collect()
@@ -271,43 +279,59 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
     return sampler, train_loader, val_loader
 
 
-def _train_step(model, optimizer, scaler, batch, mels_finite, model_config, train_config, step, autocast_dtype,
-                device):
-    """One optimizer step. Returns (loss terms, grad norm tensor), or (None, None) when it was skipped: its
-    batch's mels were NaN/inf on some rank (`mels_finite` is False, as every rank agreed before the step), or
-    its loss or gradient were (on any rank: the ranks must agree, or their weights would drift apart). A
-    skipped step changes nothing in the model.
+def optimizer_and_scaler(model, train_config: TrainConfig, autocast_dtype: torch.dtype | None, device: torch.device):
+    """Adam and the gradient scaler that lets _train_step skip a NaN/inf step without the host waiting.
+    Fused Adam is one kernel for the whole update, and skips it on the device when the scaler found NaN/inf
+    in the gradients (an unfused one would read the finding back). float16 needs a loss scale; in bf16 and
+    float32 the scale stays 1 and the scaler serves for the skip alone."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.learning_rate,
+                                 weight_decay=train_config.weight_decay, fused=True)
+    scaler = torch.amp.GradScaler(device.type, init_scale=2.0**16 if autocast_dtype == torch.float16 else 1.0)
+    return optimizer, scaler
 
-    The step waits for the device once, for the loss and gradient check: a skip must be decided before
-    optimizer.step() (GradScaler's step waits for the same reason)."""
-    if not mels_finite:
-        return None, None
+
+def _train_step(model, optimizer, scaler, batch, model_config, train_config, step, autocast_dtype, device):
+    """One optimizer step: (loss terms, gradient norm), on the device. A step whose loss or gradient is NaN/inf
+    (its gradient norm is then NaN/inf) changes nothing in the model, and the host does not wait to decide it:
+    the scaler finds the NaN/inf in the gradients on the device and the fused Adam skips its update there
+    (GradScaler's own mechanism, which float16 needs anyway). Under DDP every rank skips the same steps: the
+    gradient all-reduce carries a NaN to all."""
     optimizer.zero_grad(set_to_none=True)
     model.train()
     # the forward pass updates BatchNorm's running statistics: kept to put back if the step is skipped
     buffers = [buffer.clone() for buffer in model.buffers()]
     with _autocast(autocast_dtype, device):
         fed_mels = _fed_mels(model, batch, scheduled_sampling_rate(step, train_config), model_config.reduction_factor)
-        output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"], fed_mels)
+        output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"], fed_mels,
+                       host_token_lens=batch["host_token_lens"])
     terms = _loss(output, batch, model_config, train_config, step)
-    if scaler is not None:
-        scaler.scale(terms.total).backward()
-        scaler.unscale_(optimizer)
-    else:
-        terms.total.backward()
+    # a NaN/inf loss can have finite gradients (L1's are): times NaN they are NaN, which the scaler finds
+    nan_unless_finite = torch.where(torch.isfinite(terms.total.detach()), 1.0, math.nan)
+    scaler.scale(terms.total * nan_unless_finite).backward()
+    scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-    if not all(_on_every_rank([torch.isfinite(terms.total.detach()) & torch.isfinite(grad_norm)], device)):
-        for buffer, kept in zip(model.buffers(), buffers):
-            buffer.copy_(kept)
-        if scaler is not None:
-            scaler.update()  # lets the scaler lower its scale after an overflow
-        return None, None
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
+    scaler.step(optimizer)
+    if autocast_dtype == torch.float16:
+        scaler.update()  # lowers the scale after an overflow, raises it after a long run without one
     else:
-        optimizer.step()
+        scaler.update(1.0)
+    skipped = ~torch.isfinite(grad_norm)
+    for buffer, kept in zip(model.buffers(), buffers):
+        buffer.copy_(torch.where(skipped, kept, buffer))
     return LossTerms(*(term.detach() for term in terms)), grad_norm.detach()
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    """The batch on `device`, and its token lengths also on the host, where the encoder packs by them.
+    non_blocking: a copy from pinned memory overlaps the device's work (a no-op on the CPU)."""
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()} | {
+        "host_token_lens": batch["token_lens"]}
+
+
+def _skip_report(step: int, log_every: int, skipped: int) -> str:
+    if log_every == 1:
+        return f"step {step}: loss or gradient was NaN/inf, step skipped"
+    return f"steps {step - log_every + 1}-{step}: loss or gradient was NaN/inf in {skipped} of them, skipped"
 
 
 def _fed_mels(model, batch, rate: float, r: int):
@@ -322,7 +346,7 @@ def _fed_mels(model, batch, rate: float, r: int):
     # itself under DDP: a pass without autograd has no gradients to synchronize
     bare = model.module if isinstance(model, DistributedDataParallel) else model
     with torch.no_grad():
-        predicted, _, _ = bare.decode(batch["tokens"], batch["token_lens"], mels)
+        predicted, _, _ = bare.decode(batch["tokens"], batch["token_lens"], mels, batch["host_token_lens"])
     B, T_mel, _ = mels.shape
     # one draw per decoder step, for its r frames: a step reads the last frame of the step before it
     own = torch.rand(B, steps_for(T_mel, r), 1, device=mels.device) < rate  # (B, T_dec, 1)
@@ -343,13 +367,12 @@ def _advance_schedule(scheduler, stepped: bool) -> None:
         scheduler.step()
 
 
-def _on_every_rank(flags: list, device: torch.device) -> list[bool]:
-    """Which of `flags` (bools, or one-element boolean tensors) are true on every rank (on this one alone
-    without torchrun), in one all-reduce."""
-    agreed = torch.stack([torch.as_tensor(flag).reshape(()) for flag in flags])
-    if dist.is_initialized():
-        agreed = agreed.to(device)  # NCCL reduces device tensors only
-        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+def _on_every_rank(flags: list[bool], host_group) -> list[bool]:
+    """Which of `flags` are true on every rank of `host_group` (a gloo group; None: this process alone), in one
+    all-reduce on the host."""
+    agreed = torch.tensor(flags)
+    if host_group is not None:
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN, group=host_group)
     return agreed.tolist()
 
 
