@@ -27,7 +27,7 @@ from taco.pipeline.stored import SelectionError
 from taco.pipeline.synth import (DEFAULT_POWER, SHORT_MEL_FRAMES, SynthConfig, SynthesisError, Synthesizer, check_output,
                                  to_log_mel, write_wav)
 from taco.pipeline.train import TrainingError, train
-from taco.pipeline.vocoder import DEFAULT_BATCH_SIZE as VOCODE_BATCH_SIZE, Vocoder, VocoderError, vocode_files
+from taco.pipeline.vocoder import GPU_BATCH_SIZE as VOCODE_GPU_BATCH_SIZE, Vocoder, VocoderError, vocode_files
 from taco.signals import Interrupted, exit_status, interrupted_by_signals
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
@@ -283,7 +283,9 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
 @click.option("--out-dir", "-o", default="vocoded", type=click.Path(file_okay=False), help="Where the wavs go: one per mel, named after it.")
 @click.option("--vocoder-config", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The generator's HiFi-GAN config (default: config.json beside GENERATOR).")
-@click.option("--batch-size", default=VOCODE_BATCH_SIZE, type=click.IntRange(min=1), help="Mels vocoded together.")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help=f"Mels vocoded together (default: {VOCODE_GPU_BATCH_SIZE} on a GPU, 1 on the CPU, where one at a "
+                   "time is about twice as fast).")
 @click.option("--half", is_flag=True, help="Run the generator in float16 (CUDA only).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

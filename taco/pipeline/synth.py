@@ -157,13 +157,15 @@ class Synthesizer:
         return utterances
 
     def vocode(self, mels: torch.Tensor, mel_lens: list[int], config: SynthConfig) -> list[np.ndarray]:
-        """(B, T, n_mels) padded mels -> each item's waveform. With a neural vocoder, the padded batch at once,
-        mel_lens[i] * hop samples each, at the level the vocoder renders. With Griffin-Lim, (mel_lens[i] - 1) *
+        """(B, T, n_mels) padded mels -> each item's waveform. With a neural vocoder, mel_lens[i] * hop samples
+        each, at the level the vocoder renders (one at a time on a CPU, in batches on a GPU: Vocoder.batch_size).
+        With Griffin-Lim, (mel_lens[i] - 1) *
         hop samples peak-normalized: on a CPU each item alone at its own length, on a GPU the padded batch at
         once, whose padding `griffin_lim_lines` silences."""
         if self.vocoder is not None:
-            # (B, T, n_mels) -> (B, n_mels, T) natural-log mels
-            return self.vocoder.vocode(log_mel(mels.transpose(1, 2).float(), self.feature_config.normalization), mel_lens)
+            # (B, T, n_mels) -> (B, n_mels, T) natural-log mels, each cut to its length
+            log_mels = log_mel(mels.transpose(1, 2).float(), self.feature_config.normalization).cpu()
+            return self.vocoder.vocode_each([log_mels[row, :, :n].numpy() for row, n in enumerate(mel_lens)])
         # (B, T, n_mels) -> (B, n_mels, T) -> (B, n_freqs, T)
         magnitudes = mel_to_magnitude(mels.transpose(1, 2).float(), self.feature_config)
         waves = griffin_lim_lines(magnitudes, mel_lens, self.feature_config, each_alone=self.device.type == "cpu",

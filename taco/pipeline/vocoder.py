@@ -46,7 +46,10 @@ from taco.progress import progress_bar
 CONFIG_NAME = "config.json"
 # The value of silence in a natural-log mel: the log of the floor every mel is clamped at.
 SILENCE = math.log(MEL_FLOOR)
-DEFAULT_BATCH_SIZE = 16  # mels vocoded together, as SynthConfig's lines
+# Mels vocoded together by default: on a GPU as many as synthesis decodes together; on the CPU one at a time,
+# which was twice as fast as one batch of 16 lines (real-time factor of HiFi-GAN V1 0.59 against 1.15, V3 0.085
+# against 0.165; README): the padding to the longest line is work too, and batching saves a CPU nothing else.
+GPU_BATCH_SIZE = 16
 # FeatureConfig field -> the HiFi-GAN config field that must equal it
 MATCHING_FIELDS = {
     "sample_rate": "sampling_rate",
@@ -129,6 +132,11 @@ class Vocoder:
         return cls(load_generator(path, config), device, half)
 
     @property
+    def batch_size(self) -> int:
+        """How many mels vocode_each takes together unless told: one on the CPU, GPU_BATCH_SIZE on a GPU."""
+        return 1 if self.device.type == "cpu" else GPU_BATCH_SIZE
+
+    @property
     def sample_rate(self) -> int:
         return self.config.sampling_rate
 
@@ -153,10 +161,11 @@ class Vocoder:
         waves = self.generator(padded).float().cpu()  # (B, (max + tail) * hop)
         return [waves[row, : n * self.config.hop_size].numpy() for row, n in enumerate(frames)]
 
-    def vocode_each(self, log_mels: list[np.ndarray], batch_size: int = DEFAULT_BATCH_SIZE,
+    def vocode_each(self, log_mels: list[np.ndarray], batch_size: int | None = None,
                     progress: bool = False) -> list[np.ndarray]:
         """(num_mels, frames) natural-log mels of any lengths -> their waveforms, in their order, vocoded
-        `batch_size` at a time, mels of similar lengths together."""
+        `batch_size` (default: self.batch_size) at a time, mels of similar lengths together."""
+        batch_size = self.batch_size if batch_size is None else batch_size
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         order = sorted(range(len(log_mels)), key=lambda i: log_mels[i].shape[1])
@@ -192,7 +201,7 @@ def read_mel(path: str | os.PathLike, n_mels: int) -> np.ndarray:
 
 
 def vocode_files(generator_path: str | os.PathLike, mel_paths: list[str | os.PathLike], out_dir: str | os.PathLike,
-                 config_path: str | os.PathLike | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 config_path: str | os.PathLike | None = None, batch_size: int | None = None,
                  device: str | None = None, half: bool = False, progress: bool = False) -> list[tuple[Path, float]]:
     """The Python API of `taco vocode`: each saved mel -> OUT_DIR/its name.wav, 16-bit at the vocoder's rate.
     Returns (wav path, seconds) per mel, in their order."""
