@@ -13,13 +13,14 @@ It takes a few minutes; its log and the end-to-end run's files land in OUT. The 
 
 1. Recurrence in float32: a `base` decoder step under bf16 autocast keeps h, c and the attention weights in
    float32 (#15).
-2. No host reads: three training steps of `base` under bf16 with torch.cuda.set_sync_debug_mode("error"),
-   the second with an inf in its mels, which the step must skip on the device (#15).
-3. bf16 against float32: the same batch and weights, the loss's relative difference.
-4. Throughput: a teacher-forced `base` (r=1) step at batch 128 x 600 frames x 150 tokens, in mel frames
-   per second, bf16 and TF32: the metric of NVIDIA's DeepLearningExamples Tacotron2 table (A100: TF32
-   31,499, AMP 26,484; #15's goal is 1.5x that on the same GPU class). Inference of `base`, batch 1, per
-   decoder step.
+2. No host reads: three training steps of `tiny` (scheduled sampling's extra pass included) and of `base`
+   under bf16 with torch.cuda.set_sync_debug_mode("error"), the second with an inf in its mels, which the
+   step must skip on the device, leaving the model and Adam as they were (#15).
+3. bf16 against float32: the same batch, weights and dropout masks, the loss's relative difference.
+4. Throughput: taco's own training step of `base` (r=1; its loss, clipping, scaler and fused Adam) at batch
+   128 x 600 frames x 150 tokens, in mel frames per second, bf16 and TF32: the metric of NVIDIA's
+   DeepLearningExamples Tacotron2 table (A100: TF32 31,499, AMP 26,484; #15's goal is 1.5x that on the
+   same GPU class). Inference of `base`, batch 1, per decoder step.
 5. HiFi-GAN V1 and V3 (random weights) on the device: float32 against the CPU, float16 against float32
    (relative error), and the real-time factor of 16 five-second mels at once (#16).
 6. End to end: `taco preprocess` of the bundled corpus, `taco train --config base` for 100 steps on the
@@ -48,7 +49,7 @@ import torch
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from report import print_table, verdict  # noqa: E402
 from synthesis import hifigan_vocoder  # noqa: E402
-from train_step import N_SYMBOLS, build, inference_steps, make_batch, timed, training_step  # noqa: E402
+from train_step import N_SYMBOLS, inference_steps, make_batch, timed  # noqa: E402
 
 import taco.pipeline.train as training  # noqa: E402
 from taco.pipeline import model as current_model  # noqa: E402
@@ -86,13 +87,13 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 # ---- 1-3: correctness of a training step ------------------------------------------------------------
 
 
-def real_batch(sizes: Sizes, r: int, n_mels: int, seed: int = 0) -> dict:
-    """A collated batch of random items of unequal lengths (the longest `sizes.frames`), in pinned memory
-    where CUDA is there, as the training loader hands it over."""
-    generator = torch.Generator().manual_seed(seed)
+def real_batch(sizes: Sizes, r: int, n_mels: int, equal: bool = False) -> dict:
+    """A collated batch of random items, of unequal lengths (the longest `sizes.frames`) unless `equal`, in
+    pinned memory where CUDA is there, as the training loader hands it over."""
+    generator = torch.Generator().manual_seed(0)
     items = []
     for i in range(sizes.batch):
-        share = 1.0 - 0.5 * i / sizes.batch
+        share = 1.0 if equal else 1.0 - 0.5 * i / sizes.batch
         tokens = torch.randint(1, N_SYMBOLS, (max(1, int(sizes.tokens * share)),), generator=generator)
         mel = torch.randn(max(1, int(sizes.frames * share)), n_mels, generator=generator)
         items.append((tokens.numpy(), mel.numpy()))
@@ -115,8 +116,8 @@ def recurrence_dtypes(device: torch.device, sizes: Sizes) -> tuple[str, str, str
             verdict(dtypes == ["float32"]))
 
 
-def training_setup(device: torch.device, sizes: Sizes, autocast_dtype):
-    model_config, train_config = configs_from({"preset": sizes.preset})
+def training_setup(device: torch.device, preset: str, autocast_dtype):
+    model_config, train_config = configs_from({"preset": preset})
     model_config = dataclasses.replace(model_config, n_symbols=N_SYMBOLS)
     torch.manual_seed(0)
     model = current_model.Tacotron2(model_config).to(device)
@@ -124,44 +125,53 @@ def training_setup(device: torch.device, sizes: Sizes, autocast_dtype):
     return model, optimizer, scaler, model_config, train_config
 
 
-def no_host_reads(device: torch.device, sizes: Sizes) -> tuple[str, str, str, str]:
-    """On the CPU the steps run without the sync check (test_train.py counts the reads there instead)."""
-    measure = "training steps (one skipped for inf) under sync debug mode 'error'"
-    model, optimizer, scaler, model_config, train_config = training_setup(device, sizes, torch.bfloat16)
+def model_state(model, optimizer) -> list[torch.Tensor]:
+    """Copies of everything a training step may change."""
+    optimizer_state = [value for state in optimizer.state_dict()["state"].values() for value in state.values()]
+    return [tensor.clone() for tensor in list(model.state_dict().values()) + optimizer_state]
+
+
+def no_host_reads(device: torch.device, sizes: Sizes, preset: str) -> tuple[str, str, str, str]:
+    """Three steps of `preset`, the second with an inf in its mels, which must leave the model and Adam as they
+    were. On the CPU they run without the sync check (test_train.py counts the reads there instead)."""
+    measure = f"{preset}: 3 training steps, the 2nd skipped for inf, under sync debug mode 'error'"
+    model, optimizer, scaler, model_config, train_config = training_setup(device, preset, torch.bfloat16)
     clean = real_batch(sizes, model_config.reduction_factor, model_config.n_mels)
     poisoned = dict(clean, mels=clean["mels"].clone())
     poisoned["mels"][0, 0, 0] = float("inf")
     if torch.cuda.is_available():
         poisoned["mels"] = poisoned["mels"].pin_memory()
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None  # what taco train uses there
-    norms = []
+    states = [model_state(model, optimizer)]
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
     try:
         for step, batch in enumerate([clean, poisoned, clean]):
-            _, grad_norm = training._train_step(model, optimizer, scaler, training._to_device(batch, device),
-                                                model_config, train_config, step, autocast_dtype, device)
-            norms.append(grad_norm)
+            # from step 1 on, tiny's scheduled sampling runs its extra pass too
+            training._train_step(model, optimizer, scaler, training._to_device(batch, device), model_config,
+                                 train_config, step, autocast_dtype, device)
+            states.append(model_state(model, optimizer))
     except RuntimeError as error:
         return measure, f"synced: {str(error).splitlines()[0][:80]}", "no sync", verdict(False)
     finally:
         if device.type == "cuda":
             torch.cuda.set_sync_debug_mode("default")
-    finite = [bool(torch.isfinite(norm)) for norm in norms]
+    changed = [not all(torch.equal(a, b) for a, b in zip(before, after)) for before, after in zip(states, states[1:])]
     reads = "none" if device.type == "cuda" else "not checked (needs CUDA)"
-    return (measure, f"{reads}; grad norms finite {finite}", "no sync, [True, False, True]",
-            verdict(finite == [True, False, True]))
+    return (measure, f"reads {reads}; steps changed the model {changed}", "none; [True, False, True]",
+            verdict(changed == [True, False, True]))
 
 
 def bf16_against_float32(device: torch.device, sizes: Sizes) -> tuple[str, str, str, str]:
     measure = "loss under bf16 autocast against float32, same batch and weights"
-    model, _, _, model_config, train_config = training_setup(device, sizes, None)
-    model.eval()  # dropout off: the two passes must see the same network
+    model, _, _, model_config, train_config = training_setup(device, sizes.preset, None)
+    model.eval()
     batch = training._to_device(real_batch(sizes, model_config.reduction_factor, model_config.n_mels), device)
     losses = []
     with torch.no_grad():
         for dtype in (None, torch.bfloat16):
+            torch.manual_seed(0)  # the same dropout masks: the prenet's stays on in eval()
             with training._autocast(dtype, device):
                 output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"],
                                host_token_lens=batch["host_token_lens"])
@@ -174,25 +184,28 @@ def bf16_against_float32(device: torch.device, sizes: Sizes) -> tuple[str, str, 
 
 
 def throughput(device: torch.device, sizes: Sizes) -> list[tuple[str, str, str, str]]:
-    r = 1 if sizes.preset == "base" else 3
-    torch.manual_seed(0)
-    model = build(current_model, sizes.preset, r, None, device)
-    batch = make_batch(sizes.batch, sizes.tokens, sizes.frames, model.config.n_mels, device)
+    """taco's own training step (loss with guided attention, clipping, the scaler, fused Adam) on a pinned
+    batch of equal lengths, and inference of one line."""
     rows = []
-    for label, bf16 in (("bf16", True), ("tf32", False)):
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not bf16
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
-        step = training_step(model, optimizer, batch, r, device, bf16=bf16)
+    for label, autocast_dtype in (("bf16", torch.bfloat16), ("tf32", None)):
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = autocast_dtype is None
+        model, optimizer, scaler, model_config, train_config = training_setup(device, sizes.preset, autocast_dtype)
+        batch = training._to_device(real_batch(sizes, model_config.reduction_factor, model_config.n_mels, equal=True),
+                                    device)
+        step = lambda: training._train_step(model, optimizer, scaler, batch, model_config, train_config, 0,
+                                            autocast_dtype if device.type == "cuda" else None, device)
         step()  # untimed: allocator, kernel selection
         seconds = min(timed(device, step) for _ in range(3))
         mels_per_second = sizes.batch * sizes.frames / seconds
         reference = NVIDIA_A100[label]
-        rows.append((f"{sizes.preset} r={r} training, batch {sizes.batch} x {sizes.frames} frames, {label}",
+        rows.append((f"{sizes.preset} r={model_config.reduction_factor} training step, batch {sizes.batch} x "
+                     f"{sizes.frames} frames, {label}",
                      f"{seconds:.3f} s, {mels_per_second:,.0f} mels/s ({mels_per_second / reference:.2f}x A100)",
                      f"A100 {reference:,}; goal 1.5x on the same class", ""))
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True  # torch's defaults
+    r = model_config.reduction_factor
     steps = sizes.frames // r
-    infer = inference_steps(model, batch, steps)
+    infer = inference_steps(model, make_batch(1, sizes.tokens, sizes.frames, model_config.n_mels, device), steps)
     infer()
     seconds = min(timed(device, infer) for _ in range(3))
     rows.append((f"{sizes.preset} r={r} inference, batch 1, per decoder step", f"{seconds / steps * 1e3:.2f} ms", "", ""))
@@ -287,7 +300,7 @@ def main() -> None:
 
     checks = [
         ("recurrence", lambda: [recurrence_dtypes(device, sizes)]),
-        ("host reads", lambda: [no_host_reads(device, sizes)]),
+        ("host reads", lambda: [no_host_reads(device, sizes, preset) for preset in ("tiny", "base")]),
         ("bf16", lambda: [bf16_against_float32(device, sizes)]),
         ("throughput", lambda: throughput(device, sizes)),
         ("hifigan", lambda: hifigan(device, sizes)),

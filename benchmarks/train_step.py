@@ -101,12 +101,10 @@ def timed(device: torch.device, work) -> float:
     return time.perf_counter() - start
 
 
-def training_step(model, optimizer, batch: dict, r: int, device: torch.device, bf16: bool = True):
-    """One teacher-forced step, under bf16 autocast on CUDA unless `bf16` is False (float32, or TF32 where
-    torch.backends.cuda.matmul.allow_tf32 is set)."""
+def training_step(model, optimizer, batch: dict, r: int, device: torch.device):
     def step():
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
         gate_targets = batch["gate"][:, r - 1 :: r]
         loss = (F.mse_loss(out.mels.float(), batch["mels"]) + F.mse_loss(out.mels_postnet.float(), batch["mels"])

@@ -380,27 +380,41 @@ def test_a_new_run_refuses_a_folder_that_holds_checkpoints(small_store, tmp_path
         train(small_store, tmp_path / "run", model_config, train_config, progress=False)
 
 
-def test_non_finite_losses_skip_steps_and_too_many_stop_the_run(small_store, tmp_path, monkeypatch):
+def poison_steps(monkeypatch, steps):
+    """Make the loss NaN at the given steps (counted from 0, as the schedule counts them)."""
     real_loss = training._loss
 
     def poisoned(output, batch, model_config, train_config, step):
         terms = real_loss(output, batch, model_config, train_config, step)
-        return terms._replace(total=terms.total * float("nan")) if step >= 4 else terms
+        return terms._replace(total=terms.total * float("nan")) if step in steps else terms
 
     monkeypatch.setattr(training, "_loss", poisoned)
+
+
+def test_non_finite_losses_skip_steps_and_too_many_stop_the_run(small_store, tmp_path, monkeypatch):
+    poison_steps(monkeypatch, range(4, 50))
     model_config, train_config = micro(max_steps=50, max_nonfinite_steps=3)
-    with pytest.raises(TrainingError, match="NaN/inf for 3 steps in a row at step 7.*step_00000004.pt"):
+    with pytest.raises(TrainingError, match="NaN/inf for 3 steps in a row by step 7.*step_00000004.pt"):
         train(small_store, tmp_path / "run", model_config, train_config, progress=False)
 
 
+def test_skips_in_a_row_between_log_steps_stop_the_run_at_the_next_one(small_store, tmp_path, monkeypatch):
+    # the skips are counted on the device and read every log_every steps: steps 5-7 skipped, 8 trained
+    poison_steps(monkeypatch, {4, 5, 6})
+    with pytest.raises(TrainingError, match="NaN/inf for 3 steps in a row by step 8"):
+        train(small_store, tmp_path / "run", *micro(max_steps=50, max_nonfinite_steps=3, log_every=4), progress=False)
+
+
+def test_skips_after_the_last_log_step_are_reported_and_the_summary_keeps_the_last_trained_loss(
+        small_store, tmp_path, monkeypatch, capsys):
+    poison_steps(monkeypatch, {5})
+    summary = train(small_store, tmp_path / "run", *micro(max_steps=6, log_every=4), progress=False)
+    assert "1 of steps 5-6: loss or gradient was NaN/inf, skipped" in capsys.readouterr().err
+    assert summary["last_loss"]["total"] is not None
+
+
 def test_a_skipped_first_step_warns_of_nothing_but_the_skip(small_store, tmp_path, monkeypatch, capsys):
-    real_loss = training._loss
-
-    def poisoned(output, batch, model_config, train_config, step):
-        terms = real_loss(output, batch, model_config, train_config, step)
-        return terms._replace(total=terms.total * float("nan")) if step == 0 else terms
-
-    monkeypatch.setattr(training, "_loss", poisoned)
+    poison_steps(monkeypatch, {0})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary = train(small_store, tmp_path / "run", *micro(max_steps=2), progress=False)
@@ -471,6 +485,19 @@ def test_training_in_pieces_with_stop_at_equals_one_run(small_store, micro_run, 
     assert_same_weights(micro_run[0], tmp_path / "pieces", 8)
 
 
+def test_a_checkpoint_of_the_unfused_adam_of_older_versions_resumes_exactly(small_store, micro_run, tmp_path):
+    train(small_store, tmp_path / "old", *micro(), stop_at=4, progress=False)
+    path = tmp_path / "old" / "checkpoints" / step_file(4)
+    checkpoint = load_checkpoint(path)
+    for group in checkpoint["optimizer"]["param_groups"]:
+        group["fused"] = None  # as torch.optim.Adam saved it before taco asked for the fused one
+    del checkpoint["scaler"]  # saved since then too
+    save_checkpoint(path, checkpoint)
+
+    train(small_store, tmp_path / "old", resume=True, progress=False)
+    assert_same_weights(micro_run[0], tmp_path / "old", 8)
+
+
 def test_the_cli_stop_at_ends_a_call_early_and_keeps_the_schedule_for_resume(small_store, micro_run, micro_config,
                                                                              tmp_path):
     run = tmp_path / "pieces"
@@ -510,7 +537,7 @@ def test_training_reads_scalars_only_at_log_steps(small_store, tmp_path, monkeyp
     assert read_at and set(read_at) <= {4, 8}
 
 
-HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__")
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 
 
 def test_a_training_step_reads_nothing_back_from_the_device(small_store, monkeypatch):

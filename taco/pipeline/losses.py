@@ -100,7 +100,7 @@ def tacotron2_loss(
     gate_losses = F.binary_cross_entropy_with_logits(
         output.gate_logits,
         batch["gate_targets"],
-        pos_weight=output.gate_logits.new_tensor(gate_pos_weight),
+        pos_weight=output.gate_logits.new_full((), gate_pos_weight),  # a fill: a copy from the host would wait
         reduction="none",
     )
     gate = (gate_losses * step_mask).sum() / step_mask.sum()

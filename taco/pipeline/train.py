@@ -113,7 +113,7 @@ def train(
         state = Progress()
         if checkpoint is not None:
             load_weights(model, checkpoint, checkpoint_path)
-            optimizer.load_state_dict(checkpoint["optimizer"])
+            _load_optimizer_state(optimizer, checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             if "scaler" in checkpoint:
                 scaler.load_state_dict(checkpoint["scaler"])
@@ -126,9 +126,7 @@ def train(
         # SIGINT/SIGTERM: stop after the current step and write a checkpoint
         stop = StopRequest()
         stopping = False
-        # counted on the device and read at log steps, so that deciding a skip never makes the host wait
-        skipped_in_a_row = torch.zeros((), dtype=torch.long, device=device)  # for NaN/inf mels, loss or gradient
-        loss_skips_since_log = torch.zeros((), dtype=torch.long, device=device)
+        skips = _Skips(device, state.step)
         last_terms: LossTerms | None = None
         last_val_loss: LossTerms | None = None
         bar = progress_bar(total=last_step, initial=state.step, unit="step", desc="train",
@@ -152,8 +150,9 @@ def train(
                         terms, grad_norm = _train_step(trained, optimizer, scaler, _to_device(batch, device),
                                                        model_config, train_config, state.step, autocast_dtype, device)
                         skipped = ~torch.isfinite(grad_norm)
-                        loss_skips_since_log += skipped
-                        last_terms = terms
+                        # the last trained step's loss, chosen on the device
+                        last_terms = terms if last_terms is None else LossTerms(
+                            *(torch.where(skipped, last, new) for last, new in zip(last_terms, terms)))
                     else:
                         # the batch is number batches_done of this epoch
                         bad = _nonfinite_ids(items_finite, sampler.batch(state.batches_done), train_rows, store)
@@ -161,22 +160,13 @@ def train(
                                   "in its mel, step skipped", file=sys.stderr)
                         skipped = torch.ones((), dtype=torch.bool, device=device)
                     _advance_schedule(scheduler, stepped=mels_finite)
-                    skipped_in_a_row = torch.where(skipped, skipped_in_a_row + 1, 0)
+                    skips.count(skipped, for_loss=mels_finite)
                     state.step += 1
                     state.batches_done += 1
                     # scalars are read every log_every steps only: reading one waits for the device to finish
                     if state.step % train_config.log_every == 0:
-                        in_a_row, loss_skips = torch.stack([skipped_in_a_row, loss_skips_since_log]).tolist()
-                        loss_skips_since_log.zero_()
-                        if loss_skips:
-                            bar.write(_skip_report(state.step, train_config.log_every, loss_skips), file=sys.stderr)
-                        if in_a_row >= train_config.max_nonfinite_steps:
-                            raise TrainingError(
-                                f"loss was NaN/inf for {in_a_row} steps in a row at step {state.step}; "
-                                f"the last good checkpoint is {latest_checkpoint(run_dir / 'checkpoints')}. "
-                                "Lower the learning rate or check the store with taco store-info --verify"
-                            )
-                        if in_a_row == 0:  # this step trained: its loss is worth showing
+                        trained_now = skips.check(state.step, train_config.max_nonfinite_steps, run_dir, bar)
+                        if trained_now:  # its loss is worth showing
                             # refresh=False: the bar shows them at its next redraw; a forced redraw would write
                             # into a log file or pipe at every log step (progress_bar's mininterval)
                             logged = _mean_over_ranks(terms)
@@ -204,6 +194,7 @@ def train(
                         if writer is not None:
                             # after the epoch advanced: best.pt resumes at the start of the next one, as this run does
                             writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler, rng)
+        skips.check(state.step, train_config.max_nonfinite_steps, run_dir, bar)  # the steps since the last log step
         bar.close()
         final_rng = rng_states() if state.step % train_config.checkpoint_every != 0 else None  # every rank gathers
         if writer is not None:
@@ -290,6 +281,14 @@ def optimizer_and_scaler(model, train_config: TrainConfig, autocast_dtype: torch
     return optimizer, scaler
 
 
+def _load_optimizer_state(optimizer, saved: dict) -> None:
+    """A checkpoint's Adam state into the fused Adam of optimizer_and_scaler. Loading takes the saved groups'
+    options too, and those of a checkpoint from before the fused Adam (fused: None) would make it an unfused
+    Adam again, which refuses the scaler's device-side skip."""
+    optimizer.load_state_dict(dict(saved, param_groups=[group | {"fused": True, "foreach": None}
+                                                        for group in saved["param_groups"]]))
+
+
 def _train_step(model, optimizer, scaler, batch, model_config, train_config, step, autocast_dtype, device):
     """One optimizer step: (loss terms, gradient norm), on the device. A step whose loss or gradient is NaN/inf
     (its gradient norm is then NaN/inf) changes nothing in the model, and the host does not wait to decide it:
@@ -328,10 +327,38 @@ def _to_device(batch: dict, device: torch.device) -> dict:
         "host_token_lens": batch["token_lens"]}
 
 
-def _skip_report(step: int, log_every: int, skipped: int) -> str:
-    if log_every == 1:
-        return f"step {step}: loss or gradient was NaN/inf, step skipped"
-    return f"steps {step - log_every + 1}-{step}: loss or gradient was NaN/inf in {skipped} of them, skipped"
+class _Skips:
+    """The steps skipped for NaN/inf, counted on the device so that the host never waits to count them, and
+    read every log_every steps and at the end (`check`)."""
+
+    def __init__(self, device: torch.device, step: int):
+        zero = torch.zeros((), dtype=torch.long, device=device)
+        self.in_a_row = zero  # skipped steps up to this one, for a NaN/inf mel, loss or gradient
+        self.longest = zero  # the longest run of them since the last check
+        self.for_loss = zero  # steps skipped for their loss or gradient since the last check
+        self.checked_at = step
+
+    def count(self, skipped: torch.Tensor, for_loss: bool) -> None:
+        self.in_a_row = torch.where(skipped, self.in_a_row + 1, 0)
+        self.longest = torch.maximum(self.longest, self.in_a_row)
+        if for_loss:  # a NaN/inf mel is reported by name when it is met
+            self.for_loss = self.for_loss + skipped
+
+    def check(self, step: int, max_in_a_row: int, run_dir: Path, bar) -> bool:
+        """Report the loss skips since the last check, and stop the run if `max_in_a_row` steps in a row were
+        skipped; whether this step trained."""
+        in_a_row, longest, for_loss = torch.stack([self.in_a_row, self.longest, self.for_loss]).tolist()
+        if for_loss:
+            where = f"step {step}" if step - self.checked_at == 1 else f"{for_loss} of steps {self.checked_at + 1}-{step}"
+            bar.write(f"{where}: loss or gradient was NaN/inf, skipped", file=sys.stderr)
+        if longest >= max_in_a_row:
+            raise TrainingError(
+                f"loss was NaN/inf for {longest} steps in a row by step {step}; the last good checkpoint is "
+                f"{latest_checkpoint(run_dir / 'checkpoints')}. Lower the learning rate or check the store with "
+                "taco store-info --verify"
+            )
+        self.longest, self.for_loss, self.checked_at = self.in_a_row, torch.zeros_like(self.for_loss), step
+        return in_a_row == 0
 
 
 def _fed_mels(model, batch, rate: float, r: int):
