@@ -588,9 +588,13 @@ def test_a_run_without_a_config_gets_base_on_cuda_and_tiny_on_the_cpu(monkeypatc
 TORCHRUN_TRAIN = """
 import json, os, sys
 from pathlib import Path
+import torch
 from taco.pipeline.presets import configs_from
 from taco.pipeline.train import train
 store, run, stop_at, config = sys.argv[1:5]
+# the seeds this rank gives torch's global generator, in order
+seeds, real_manual_seed = [], torch.manual_seed
+torch.manual_seed = lambda seed: seeds.append(seed) or real_manual_seed(seed)
 # beside the run folder, each rank leaves its process id and the summary of its training
 Path(f"{run}.rank{os.environ['RANK']}.pid").write_text(str(os.getpid()))
 if stop_at == "resume":
@@ -598,7 +602,7 @@ if stop_at == "resume":
 else:
     summary = train(store, run, *configs_from(json.loads(open(config).read())), stop_at=int(stop_at), device="cpu",
                     progress=False)
-Path(f"{run}.rank{os.environ['RANK']}.json").write_text(json.dumps(summary))
+Path(f"{run}.rank{os.environ['RANK']}.json").write_text(json.dumps(summary | {"seeds": seeds}))
 """
 
 
@@ -627,6 +631,8 @@ def test_a_torchrun_run_in_pieces_equals_one_run_on_every_rank(small_store, micr
         assert process.wait(timeout=300) == 0, process.stderr.read()[-3000:]
 
     run_to_the_end(tmp_path / "whole", "8")
+    first, second = rank_summaries(tmp_path / "whole")
+    assert second["seeds"][0] == first["seeds"][0] + 1  # each rank its own dropout masks
     run_to_the_end(tmp_path / "pieces", "4")
     run_to_the_end(tmp_path / "pieces", "resume")
     whole, pieces = weights(tmp_path / "whole", 8), weights(tmp_path / "pieces", 8)
