@@ -597,8 +597,9 @@ seeds, real_manual_seed = [], torch.manual_seed
 torch.manual_seed = lambda seed: seeds.append(seed) or real_manual_seed(seed)
 # beside the run folder, each rank leaves its process id and the summary of its training
 Path(f"{run}.rank{os.environ['RANK']}.pid").write_text(str(os.getpid()))
-if stop_at == "resume":
-    summary = train(store, run, resume=True, device="cpu", progress=False)
+if stop_at.startswith("resume"):  # "resume", or "resume-N" to stop at step N
+    summary = train(store, run, resume=True, stop_at=int(stop_at[7:]) if stop_at[7:] else None, device="cpu",
+                    progress=False)
 else:
     summary = train(store, run, *configs_from(json.loads(open(config).read())), stop_at=int(stop_at), device="cpu",
                     progress=False)
@@ -637,6 +638,25 @@ def test_a_torchrun_run_in_pieces_equals_one_run_on_every_rank(small_store, micr
     run_to_the_end(tmp_path / "pieces", "resume")
     whole, pieces = weights(tmp_path / "whole", 8), weights(tmp_path / "pieces", 8)
     assert all(torch.equal(whole[name], pieces[name]) for name in whole)
+
+
+def test_a_killed_torchrun_run_resumed_equals_one_run_on_every_rank(small_store, tmp_path):
+    config = write_config(tmp_path / "long.json", max_steps=1000)  # one schedule for both runs
+    whole = torchrun(tmp_path, small_store, tmp_path / "whole", "8", config)
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+
+    killed = torchrun(tmp_path, small_store, tmp_path / "killed", "1000", config)
+    wait_for(tmp_path / "killed" / "checkpoints" / step_file(4))
+    # both ranks and torchrun, with no chance to save anything (torchrun starts the ranks in sessions of their own)
+    for rank in range(2):
+        os.kill(int(Path(f"{tmp_path / 'killed'}.rank{rank}.pid").read_text()), signal.SIGKILL)
+    killed.kill()
+    killed.wait(timeout=60)
+    resumed = torchrun(tmp_path, small_store, tmp_path / "killed", "resume-8", config)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()[-3000:]
+
+    expected, got = weights(tmp_path / "whole", 8), weights(tmp_path / "killed", 8)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
 
 
 def test_a_signal_to_one_torchrun_rank_stops_every_rank_after_the_same_step(small_store, tmp_path):
