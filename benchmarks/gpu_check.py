@@ -20,7 +20,8 @@ It takes a few minutes; its log and the end-to-end run's files land in OUT. The 
 4. Throughput: taco's own training step of `base` (r=1; its loss, clipping, scaler and fused Adam) at batch
    128 x 600 frames x 150 tokens, in mel frames per second, bf16 and TF32: the metric of NVIDIA's
    DeepLearningExamples Tacotron2 table (A100: TF32 31,499, AMP 26,484; #15's goal is 1.5x that on the
-   same GPU class). Inference of `base`, batch 1, per decoder step.
+   same GPU class); bf16 again with `taco train --compile` (torch.compile of the decoder step), to decide
+   whether it should become the default on CUDA. Inference of `base`, batch 1, per decoder step.
 5. HiFi-GAN V1 and V3 (random weights) on the device: float32 against the CPU, float16 against float32
    (relative error), and the real-time factor of 16 five-second mels at once (#16).
 6. End to end: `taco preprocess` of the bundled corpus, `taco train --config base` for 100 steps on the
@@ -187,19 +188,23 @@ def throughput(device: torch.device, sizes: Sizes) -> list[tuple[str, str, str, 
     """taco's own training step (loss with guided attention, clipping, the scaler, fused Adam) on a pinned
     batch of equal lengths, and inference of one line."""
     rows = []
-    for label, autocast_dtype in (("bf16", torch.bfloat16), ("tf32", None)):
+    # the last model, uncompiled, also times inference below
+    for label, autocast_dtype, compiled in (("bf16", torch.bfloat16, False), ("bf16", torch.bfloat16, True),
+                                            ("tf32", None, False)):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = autocast_dtype is None
         model, optimizer, scaler, model_config, train_config = training_setup(device, sizes.preset, autocast_dtype)
+        if compiled:
+            model.decoder.compile_step()
         batch = training._to_device(real_batch(sizes, model_config.reduction_factor, model_config.n_mels, equal=True),
                                     device)
         step = lambda: training._train_step(model, optimizer, scaler, batch, model_config, train_config, 0,
                                             autocast_dtype if device.type == "cuda" else None, device)
-        step()  # untimed: allocator, kernel selection
+        step()  # untimed: allocator, kernel selection, compilation
         seconds = min(timed(device, step) for _ in range(3))
         mels_per_second = sizes.batch * sizes.frames / seconds
         reference = NVIDIA_A100[label]
         rows.append((f"{sizes.preset} r={model_config.reduction_factor} training step, batch {sizes.batch} x "
-                     f"{sizes.frames} frames, {label}",
+                     f"{sizes.frames} frames, {label}{', --compile' if compiled else ''}",
                      f"{seconds:.3f} s, {mels_per_second:,.0f} mels/s ({mels_per_second / reference:.2f}x A100)",
                      f"A100 {reference:,}; goal 1.5x on the same class", ""))
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True  # torch's defaults

@@ -169,8 +169,13 @@ def store_info_command(store_dir, verify, as_json):
 @click.option("--batch-frames", type=click.IntRange(min=1), default=None, help="Padded mel frames per batch (default: the config's).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its newest checkpoint, exactly where it stopped; --config and --batch-frames, if given, must be the run's own.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available). Under torchrun each rank takes its own GPU.")
+@click.option("--compile", "compile_decoder", is_flag=True,
+              help="Run the decoder step through torch.compile, fusing its small operations: for CUDA, where "
+                   "each is a kernel launch (not yet measured there; benchmarks/gpu_check.py does). On the CPU it "
+                   "was no faster. The first steps wait tens of seconds for the compilation.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def train_command(store_dir, run_dir, config_spec, max_steps, stop_at, batch_frames, resume, device, quiet):
+def train_command(store_dir, run_dir, config_spec, max_steps, stop_at, batch_frames, resume, device, compile_decoder,
+                  quiet):
     """Train Tacotron2 on the feature store in STORE_DIR, writing checkpoints, TensorBoard logs, alignment
     plots and Griffin-Lim samples into RUN_DIR.
 
@@ -194,7 +199,7 @@ def train_command(store_dir, run_dir, config_spec, max_steps, stop_at, batch_fra
                 train_config = dataclasses.replace(train_config, batch_frames=batch_frames, batch_size=None)
             configs = (model_config, train_config)
         summary = train(store_dir, run_dir, *configs, resume=resume, max_steps=max_steps, stop_at=stop_at,
-                        device=device, progress=not quiet)
+                        device=device, compile_decoder=compile_decoder, progress=not quiet)
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
     click.echo(json.dumps(summary, indent=2))

@@ -305,6 +305,25 @@ def test_a_decoder_step_under_autocast_keeps_its_recurrence_and_attention_in_flo
         assert model(tokens, token_lens, mels, mel_lens).alignments.dtype == torch.float32
 
 
+def test_a_compiled_decoder_step_gives_the_eager_outputs_gradients_and_inference():
+    """`taco train --compile` (issue #15) changes the kernels, not the values: on batches of two shapes
+    (the graph is compiled for any batch size and text length), teacher-forced with autograd, and free-running."""
+    config = small(**NO_DROPOUT)
+    eager, compiled = make_model(config), make_model(config)
+    compiled.decoder.compile_step()
+    for token_lens, mel_lens in (([5, 3], [6, 4]), ([7, 6, 2], [8, 8, 5])):
+        tokens, token_lens, mels, mel_lens = make_batch(config, token_lens, mel_lens)
+        results = []
+        for model in (eager, compiled):
+            output = model(tokens, token_lens, mels, mel_lens)
+            loss = output.mels_postnet.square().mean() + output.gate_logits.sigmoid().mean()
+            results.append([output.mels_postnet, output.alignments, *torch.autograd.grad(loss, list(model.parameters()))])
+        for expected, actual in zip(*results):
+            torch.testing.assert_close(actual, expected)
+    inferred = [model.eval().infer(tokens, token_lens, max_decoder_steps=6) for model in (eager, compiled)]
+    torch.testing.assert_close(inferred[1], inferred[0])
+
+
 # ----------------------------------------------------------------------------- inference
 
 

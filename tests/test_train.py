@@ -24,7 +24,7 @@ from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
 from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_file
 from taco.pipeline.losses import guided_attention_loss, masked_mel_error, tacotron2_loss
-from taco.pipeline.model import ModelConfig, Tacotron2, Tacotron2Output, mask_from_lens
+from taco.pipeline.model import Decoder, ModelConfig, Tacotron2, Tacotron2Output, mask_from_lens
 from taco.pipeline.train import TrainingError, make_loaders, train
 from taco.pipeline.synth import SynthConfig, synthesize
 from taco.pipeline.train_config import TrainConfig, learning_rate_factor, scheduled_sampling_rate
@@ -510,6 +510,23 @@ def test_the_cli_stop_at_ends_a_call_early_and_keeps_the_schedule_for_resume(sma
     train(small_store, run, resume=True, progress=False)
     # the same learning rates as the uninterrupted 8-step run, so the same weights
     assert_same_weights(micro_run[0], run, 8)
+
+
+def test_the_cli_compile_flag_trains_with_a_compiled_decoder_step_and_saves_plain_weights(small_store, micro_run,
+                                                                                          micro_config, tmp_path,
+                                                                                          monkeypatch):
+    compiled = []
+    real_compile_step = Decoder.compile_step
+    monkeypatch.setattr(Decoder, "compile_step", lambda decoder: (compiled.append(decoder), real_compile_step(decoder)))
+    run = tmp_path / "compiled"
+    result = CliRunner().invoke(main, ["train", str(small_store), str(run), "--config", str(micro_config),
+                                       "--stop-at", "4", "--device", "cpu", "--compile", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert len(compiled) == 1
+    # the checkpoint (written with its plots and samples, by the compiled step too) holds the weights of any other run
+    saved = load_checkpoint(run / "checkpoints" / step_file(4))["model"]
+    plain = load_checkpoint(micro_run[0] / "checkpoints" / step_file(4))["model"]
+    assert {name: value.shape for name, value in saved.items()} == {name: value.shape for name, value in plain.items()}
 
 
 def test_training_reads_scalars_only_at_log_steps(small_store, tmp_path, monkeypatch):

@@ -61,6 +61,7 @@ def train(
     max_steps: int | None = None,
     stop_at: int | None = None,
     device: str | None = None,
+    compile_decoder: bool = False,
     progress: bool = True,
 ) -> dict:
     """Train Tacotron2 on a feature store into `run_dir`; returns a summary of the run.
@@ -70,7 +71,8 @@ def train(
     and training continues exactly where it stopped. `max_steps`, when given, replaces the configured
     number of steps (to train longer on resume; the learning-rate schedule stretches to it). `stop_at` ends this call at that step
     and leaves the schedule alone, for training in pieces that resume one another. `device`: "cpu", "cuda", "cuda:1", ...; default CUDA when available. Under torchrun,
-    each rank uses its LOCAL_RANK's GPU.
+    each rank uses its LOCAL_RANK's GPU. `compile_decoder`: run the decoder step through torch.compile
+    (Decoder.compile_step; for CUDA, the same values up to float rounding).
     """
     store = FeatureStore(store_dir)
     store.check_shards()  # a damaged shard in one line, before a DataLoader worker would wrap it in its traceback
@@ -100,6 +102,8 @@ def train(
         torch.manual_seed(train_config.seed + rank)  # the ranks' dropout masks differ (DDP gives them rank 0's weights)
 
         model = Tacotron2(model_config).to(device)
+        if compile_decoder:
+            model.decoder.compile_step()
         autocast_dtype = _autocast_dtype(train_config.amp, device)
         optimizer, scaler = optimizer_and_scaler(model, train_config, autocast_dtype, device)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
