@@ -42,7 +42,8 @@ its spoken characters (token ids less EOS) at 14 per second, so steps = ceil(sec
 5. HiFi-GAN against Griffin-Lim on the same 16 lengths: the public V1 and V3 generators (their configs from
    tests/data/hifigan_generators.json, the manifest of the reference's configs; random weights, which cost
    what trained ones do), `Vocoder.vocode_each` on random log mels (normal, mean -5, sd 2) of those frames,
-   batch 16 (mels padded to the longest, plus the silent tail) and batch 1. RTF = seconds / audio seconds
+   batch 16 (mels padded to the longest, plus the silent tail) and batch 1, and in bfloat16 (`--half`) at
+   batch 1 where the CPU has it natively (AVX-512 BF16 or AMX; its header line says). RTF = seconds / audio seconds
    (frames x hop for HiFi-GAN, (frames - 1) x hop for Griffin-Lim). V1 takes a minute or two a run on 2
    cores, so these run in the first V rounds only (`--vocoder-repeat`, default 1); `--vocoders-only` skips
    the Tacotron2 and librosa measurements (1-3 and the clip of 4).
@@ -83,7 +84,7 @@ from taco.pipeline.griffin_lim import (DEFAULT_ITERATIONS, DEFAULT_MOMENTUM, gri
 from taco.pipeline.model import PRESETS, Tacotron2
 from taco.pipeline.hifigan import Generator, HiFiGANConfig
 from taco.pipeline.synth import SynthConfig, Synthesizer
-from taco.pipeline.vocoder import Vocoder
+from taco.pipeline.vocoder import Vocoder, cpu_has_bfloat16
 
 from report import describe_machine, describe_times, load_average, print_table, verdict
 
@@ -274,11 +275,15 @@ def run_lines_griffin_lim(magnitudes: torch.Tensor, frames: list[int], features:
     return time.perf_counter() - start
 
 
-def hifigan_vocoder(version: str) -> Vocoder:
-    """The public `version` generator's architecture with random weights, on the CPU."""
+def hifigan_vocoder(version: str, half: bool = False) -> Vocoder:
+    """The public `version` generator's architecture with random weights, on the CPU (in bfloat16 if `half`)."""
     config = json.loads(HIFIGAN_MANIFEST.read_text())[version]["config"]
     torch.manual_seed(0)
-    return Vocoder(Generator(HiFiGANConfig.from_reference(config)), device="cpu")
+    return Vocoder(Generator(HiFiGANConfig.from_reference(config)), device="cpu", half=half)
+
+
+def hifigan_key(version: str, dtype: str, batch_size: int) -> str:
+    return f"hifigan {version} {dtype} batch {batch_size}"
 
 
 def run_hifigan(vocoder: Vocoder, log_mels: list[np.ndarray], batch_size: int) -> float:
@@ -385,16 +390,20 @@ def main() -> None:
                                  generator=torch.Generator().manual_seed(0))
     measurements["gl padded"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, each_alone=False)
     measurements["gl per line"] = lambda: run_lines_griffin_lim(line_magnitudes, line_frames, features, each_alone=True)
-    vocoders = {version: hifigan_vocoder(version) for version in HIFIGAN_VERSIONS}
+    # (version, dtype, batch size): float32 batched and one at a time; bfloat16 (`--half`) one at a time, where
+    # the CPU has it natively (emulated it is 40x slower)
+    variants = [(version, dtype, batch_size) for version in HIFIGAN_VERSIONS
+                for dtype, batch_size in [("float32", BATCH_SIZE), ("float32", 1)] + [("bfloat16", 1)] * cpu_has_bfloat16()]
+    vocoders = {(version, dtype): hifigan_vocoder(version, half=dtype == "bfloat16")
+                for version, dtype, _ in variants}
     random_mels = torch.Generator().manual_seed(0)
     log_mels = [(LOG_MEL_MEAN + LOG_MEL_SD * torch.randn(features.n_mels, n, generator=random_mels)).numpy()
                 for n in line_frames]
     hifigan_keys = []
-    for version, vocoder in vocoders.items():
-        for batch_size in (BATCH_SIZE, 1):
-            key = f"hifigan {version} batch {batch_size}"
-            measurements[key] = lambda v=vocoder, b=batch_size: run_hifigan(v, log_mels, b)
-            hifigan_keys.append(key)
+    for version, dtype, batch_size in variants:
+        key = hifigan_key(version, dtype, batch_size)
+        measurements[key] = lambda v=vocoders[version, dtype], b=batch_size: run_hifigan(v, log_mels, b)
+        hifigan_keys.append(key)
 
     print("warming up ...", file=sys.stderr)
     for name, synth in synths.items():
@@ -443,7 +452,8 @@ def main() -> None:
           f"{SynthConfig().power}; clip {entry.id}, {magnitude.shape[-1]} frames "
           f"({(magnitude.shape[-1] - 1) * features.hop_length / features.sample_rate:.2f} s)")
     print(f"HiFi-GAN: {', '.join(HIFIGAN_VERSIONS)} with random weights on random log mels of the tiny lines' "
-          f"{sum(line_frames)} frames; Griffin-Lim of the same lengths in the same rounds")
+          f"{sum(line_frames)} frames; Griffin-Lim of the same lengths in the same rounds; native bfloat16: "
+          f"{'yes' if cpu_has_bfloat16() else 'no'}")
     print(f"timings: best of {args.repeat} runs, taking turns (HiFi-GAN: of the first {args.vocoder_repeat})")
     print()
 
@@ -495,14 +505,19 @@ def main() -> None:
     rows.append((f"Griffin-Lim ({DEFAULT_ITERATIONS} iterations): RTF, {N_LINES} tiny lines each alone",
                  f"{gl_rtf:.3f} ({describe_times(runs['gl per line'])} for {gl_audio:.1f} s)", "", ""))
     for version in HIFIGAN_VERSIONS:
-        rtfs = {b: min(runs[f"hifigan {version} batch {b}"]) / hifigan_audio for b in (BATCH_SIZE, 1)}
+        rtfs = {(dtype, b): min(runs[hifigan_key(version, dtype, b)]) / hifigan_audio
+                for v, dtype, b in variants if v == version}
         goal, passed = (f"< {TARGET_V1_RTF:g}", min(rtfs.values()) < TARGET_V1_RTF) if version == "v1" else (
             f"< Griffin-Lim's {gl_rtf:.3f}", min(rtfs.values()) < gl_rtf)
-        for b, rtf in rtfs.items():
-            last = b == 1
-            rows.append((f"HiFi-GAN {version.upper()}: RTF, batch {b}",
-                         f"{rtf:.3f} ({describe_times(runs[f'hifigan {version} batch {b}'])} for {hifigan_audio:.1f} s)",
-                         goal if last else "", verdict(passed) + " (the faster)" if last else ""))
+        for number, ((dtype, b), rtf) in enumerate(rtfs.items(), 1):
+            last = number == len(rtfs)
+            rows.append((f"HiFi-GAN {version.upper()} {dtype}: RTF, batch {b}",
+                         f"{rtf:.3f} ({describe_times(runs[hifigan_key(version, dtype, b)])} for {hifigan_audio:.1f} s)",
+                         goal if last else "", verdict(passed) + " (the fastest)" if last else ""))
+        if (version, "bfloat16") in vocoders:
+            [full], [half] = (vocoders[version, dtype].vocode_each(log_mels[:1]) for dtype in ("float32", "bfloat16"))
+            rows.append((f"HiFi-GAN {version.upper()} bfloat16 against float32: relative error of the waveform",
+                         f"{np.linalg.norm(half - full) / np.linalg.norm(full):.1e}", "", ""))
     print_table(rows)
 
 

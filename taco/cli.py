@@ -223,7 +223,8 @@ def train_command(store_dir, run_dir, config_spec, max_steps, stop_at, batch_fra
               help="A HiFi-GAN generator file (the public LJ_V1/generator_v1, UNIVERSAL_V1/g_02500000, ...) instead of Griffin-Lim.")
 @click.option("--vocoder-config", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The generator's HiFi-GAN config (default: config.json beside --vocoder).")
-@click.option("--half", is_flag=True, help="Run the vocoder in float16 (CUDA only).")
+@click.option("--half", is_flag=True, help="Half precision: float16 on CUDA, bfloat16 on a CPU "
+              "with native bfloat16 (AVX-512 BF16 or AMX; about twice as fast there, the waveform within 0.3%).")
 @click.option("--int8", is_flag=True,
               help="The decoder's two LSTMs with 8-bit weights (CPU only): `base` decodes about 3x faster, "
                    "`tiny` a little slower; the word error rate did not change (README).")
@@ -291,7 +292,8 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
 @click.option("--batch-size", default=None, type=click.IntRange(min=1),
               help=f"Mels vocoded together (default: {VOCODE_GPU_BATCH_SIZE} on a GPU, 1 on the CPU, where one at a "
                    "time is about twice as fast).")
-@click.option("--half", is_flag=True, help="Run the generator in float16 (CUDA only).")
+@click.option("--half", is_flag=True, help="Half precision: float16 on CUDA, bfloat16 on a CPU "
+              "with native bfloat16 (AVX-512 BF16 or AMX; about twice as fast there, the waveform within 0.3%).")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def vocode_command(generator, mels, out_dir, vocoder_config, batch_size, half, device, quiet):

@@ -47,9 +47,15 @@ CONFIG_NAME = "config.json"
 # The value of silence in a natural-log mel: the log of the floor every mel is clamped at.
 SILENCE = math.log(MEL_FLOOR)
 # Mels vocoded together by default: on a GPU as many as synthesis decodes together; on the CPU one at a time,
-# which was twice as fast as one batch of 16 lines (real-time factor of HiFi-GAN V1 0.59 against 1.15, V3 0.085
-# against 0.165; README): the padding to the longest line is work too, and batching saves a CPU nothing else.
+# which was 3-5x faster than one batch of 16 lines (real-time factor of HiFi-GAN V1 0.196 against 0.649, V3
+# 0.029 against 0.141; README): the padding to the longest line is work too, and batching saves a CPU nothing else.
 GPU_BATCH_SIZE = 16
+# A batch is padded with silence to a multiple of this many frames (0.74 s at hop 256), so that lines of
+# similar lengths share one input shape: oneDNN builds its convolutions anew for every shape it has not seen,
+# which on 2 CPU cores cost V3 about as much as vocoding a 4-second line (16 lines of new lengths: real-time
+# factor 0.021-0.023 in bfloat16 and 0.037-0.072 in float32, the same lines again 0.012 and 0.020). The most it
+# adds is 63 frames of silence a batch.
+FRAME_BUCKET = 64
 # FeatureConfig field -> the HiFi-GAN config field that must equal it
 MATCHING_FIELDS = {
     "sample_rate": "sampling_rate",
@@ -112,15 +118,31 @@ def load_generator(path: str | os.PathLike, config: HiFiGANConfig) -> Generator:
     return generator.eval()
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    # torch has no public check; inductor and torch's own tests ask this one
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def half_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of `half` on `device`: float16 on CUDA; bfloat16 on a CPU whose oneDNN has native bfloat16
+    (AVX-512 BF16 or AMX), where V3 vocodes about twice as fast as in float32 with a waveform within 0.3% of
+    it (README). Emulated, bfloat16 ran 40x slower than float32, so a CPU without it is refused."""
+    if device.type == "cuda":
+        return torch.float16
+    if cpu_has_bfloat16():
+        return torch.bfloat16
+    raise VocoderError("half precision on the CPU needs native bfloat16 (AVX-512 BF16 or AMX), which this CPU "
+                       "lacks (emulated it ran 40x slower than float32); leave out --half or use --device cuda")
+
+
 class Vocoder:
     """A HiFi-GAN generator on a device, with the config of the mel it expects."""
 
     def __init__(self, generator: Generator, device: str | torch.device | None = None, half: bool = False):
         self.config = generator.config
         self.device = pick_device(device)
-        if half and self.device.type != "cuda":
-            raise VocoderError(f"half precision needs a CUDA device, not {self.device}")
-        self.dtype = torch.float16 if half else torch.float32
+        self.dtype = half_dtype(self.device) if half else torch.float32
         self.generator = generator.to(self.device, self.dtype).eval()
         self.tail = right_context_frames(self.config)
 
@@ -151,14 +173,16 @@ class Vocoder:
     def vocode(self, log_mels: torch.Tensor, frames: list[int]) -> list[np.ndarray]:
         """(B, num_mels, T) natural-log mels -> each one's float32 waveform of frames[i] * hop samples.
 
-        Whatever lies past a mel's frames[i] is replaced by silence, for `self.tail` frames past its end."""
+        Whatever lies past a mel's frames[i] is replaced by silence, for at least `self.tail` frames past its
+        end and up to a multiple of FRAME_BUCKET frames."""
         batch, n_mels, _ = log_mels.shape
         if n_mels != self.config.num_mels:
             raise VocoderError(f"the vocoder takes {self.config.num_mels} mel bands, got {n_mels}")
-        padded = torch.full((batch, n_mels, max(frames) + self.tail), SILENCE, dtype=self.dtype, device=self.device)
+        length = math.ceil((max(frames) + self.tail) / FRAME_BUCKET) * FRAME_BUCKET
+        padded = torch.full((batch, n_mels, length), SILENCE, dtype=self.dtype, device=self.device)
         for row, n in enumerate(frames):
             padded[row, :, :n] = log_mels[row, :, :n]
-        waves = self.generator(padded).float().cpu()  # (B, (max + tail) * hop)
+        waves = self.generator(padded).float().cpu()  # (B, length * hop)
         return [waves[row, : n * self.config.hop_size].numpy() for row, n in enumerate(frames)]
 
     def vocode_each(self, log_mels: list[np.ndarray], batch_size: int | None = None,
