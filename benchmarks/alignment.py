@@ -37,9 +37,8 @@ from taco.features.preprocess import preprocess
 from taco.features.text import FRONT_END_TABLES, TextConfig
 from taco.pipeline.asr import Recognizer
 from taco.pipeline.inspect import inspect
-from taco.pipeline.intelligibility import SOURCES, evaluate_intelligibility
+from taco.pipeline.intelligibility import SOURCES, evaluate_intelligibility, evaluate_seeds
 from taco.pipeline.presets import load_config
-from taco.pipeline.synth import SynthConfig
 from taco.pipeline.train import train
 
 from report import describe_machine, verdict
@@ -143,11 +142,11 @@ def main() -> None:
 def score_seeds(checkpoint: Path, store: Path, recognizer: Recognizer, seed_0: dict) -> dict:
     """Free-running WER of `checkpoint` as the mean over TARGET_SEEDS seeds of the prenet's dropout
     (`seed_0`: evaluate's scores, made with seed 0), and the lines that hit the step limit in any seed."""
-    runs = [evaluate_intelligibility(checkpoint, store, sources=("free_running",), config=SynthConfig(seed=seed),
-                                     device="cpu", recognizer=recognizer) for seed in range(1, TARGET_SEEDS)]
-    by_seed = [seed_0["wer"]["free_running"]] + [run["wer"]["free_running"] for run in runs]
+    runs = evaluate_seeds(checkpoint, store, TARGET_SEEDS, sources=("free_running",), first=seed_0, device="cpu",
+                          recognizer=recognizer)
+    by_seed = [run["wer"]["free_running"] for run in runs]
     return {"wer": float(np.mean(by_seed)), "by_seed": by_seed,
-            "hit_step_limit": max([seed_0["hit_step_limit"]] + [run["hit_step_limit"] for run in runs])}
+            "hit_step_limit": max(run["hit_step_limit"] for run in runs)}
 
 
 if __name__ == "__main__":

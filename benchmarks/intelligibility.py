@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 
 from taco.pipeline.asr import Recognizer
-from taco.pipeline.intelligibility import evaluate_intelligibility, format_intelligibility
-from taco.pipeline.synth import SynthConfig
+from taco.pipeline.intelligibility import evaluate_intelligibility, evaluate_seeds, format_intelligibility
 
 from report import describe_machine, load_average
 
@@ -48,12 +47,9 @@ def main() -> None:
     print(format_intelligibility(result))
     if args.seeds > 1:
         model_rows = ("teacher_forced", "free_running")
-        by_seed = [result["wer"]] + [
-            evaluate_intelligibility(args.checkpoint, args.store, corpus_dir=args.corpus, limit=args.limit,
-                                     sources=model_rows, config=SynthConfig(seed=seed), device=args.device,
-                                     recognizer=recognizer, int8=args.int8)["wer"]
-            for seed in range(1, args.seeds)
-        ]
+        by_seed = [run["wer"] for run in evaluate_seeds(
+            args.checkpoint, args.store, args.seeds, sources=model_rows, first=result, corpus_dir=args.corpus,
+            limit=args.limit, device=args.device, recognizer=recognizer, int8=args.int8)]
         print(f"\n| seed | {' | '.join(model_rows)} |\n| ---: |{' ---: |' * len(model_rows)}")
         for seed, wer in enumerate(by_seed):
             print(f"| {seed} | {' | '.join(f'{wer[source]:.3f}' for source in model_rows)} |")

@@ -91,6 +91,19 @@ def test_the_evaluation_scores_all_four_sources_of_the_validation_lines(recogniz
     assert "| recordings |" in format_intelligibility(result)
 
 
+def test_scoring_over_seeds_gives_each_seed_its_own_evaluation_after_the_one_already_made(recognizer,
+                                                                                          micro_checkpoint, small_store):
+    from taco.pipeline.intelligibility import evaluate_intelligibility, evaluate_seeds
+    from taco.pipeline.synth import SynthConfig
+
+    options = dict(sources=("free_running",), device="cpu", recognizer=recognizer)
+    first = evaluate_intelligibility(micro_checkpoint, small_store, **options)
+    runs = evaluate_seeds(micro_checkpoint, small_store, 2, first=first, **options)
+    assert runs[0] is first
+    assert runs[1] == evaluate_intelligibility(micro_checkpoint, small_store, config=SynthConfig(seed=1), **options)
+    assert len(evaluate_seeds(micro_checkpoint, small_store, 1, **options)) == 1
+
+
 def test_inspect_asr_adds_words_and_wer_and_writes_a_listenable_report(recognizer, micro_checkpoint, small_store,
                                                                        tmp_path):
     out = tmp_path / "alignment"
