@@ -12,7 +12,7 @@ runs. On the lent machine (the `device` tool), whose image has torch but not sou
 It takes a few minutes; its log and the end-to-end run's files land in OUT. The rows:
 
 1. Recurrence in float32: a `base` decoder step under bf16 autocast keeps h, c and the attention weights in
-   float32 (#15).
+   float32 (#15), and the encoder's LSTM gives float32 (cuDNN's autocast would run it in float16).
 2. No host reads: three training steps of `tiny` (scheduled sampling's extra pass included) and of `base`
    under bf16 with torch.cuda.set_sync_debug_mode("error"), the second with an inf in its mels, which the
    step must skip on the device, leaving the model and Adam as they were (#15).
@@ -112,8 +112,8 @@ def recurrence_dtypes(device: torch.device, sizes: Sizes) -> tuple[str, str, str
         decoder = model.decoder
         attention_memory = decoder.attention.prepare(memory, mask_from_lens(token_lens, tokens.shape[1]))
         _, state = decoder.step(decoder.prenet(mels[:, 0]), decoder.initial_state(memory), attention_memory)
-    dtypes = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in state})
-    return ("decoder step under bf16 autocast: state dtypes", ", ".join(dtypes), "float32",
+    dtypes = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in (memory, *state)})
+    return ("encoder output and decoder step state under bf16 autocast: dtypes", ", ".join(dtypes), "float32",
             verdict(dtypes == ["float32"]))
 
 

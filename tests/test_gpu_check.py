@@ -15,6 +15,6 @@ def test_the_gpu_check_runs_on_the_cpu_at_toy_sizes(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {measure: (value, outcome) for measure, value, _, outcome in json.loads((tmp_path / "table.json").read_text())}
     assert {outcome for _, outcome in rows.values()} <= {"pass", ""}
-    assert rows["decoder step under bf16 autocast: state dtypes"] == ("float32", "pass")
+    assert rows["encoder output and decoder step state under bf16 autocast: dtypes"] == ("float32", "pass")
     assert rows["HiFi-GAN v1 on the GPU against the CPU"][0] == "needs CUDA"
     assert rows["wav written"][1] == "pass"

@@ -324,6 +324,21 @@ def test_a_compiled_decoder_step_gives_the_eager_outputs_gradients_and_inference
     torch.testing.assert_close(inferred[1], inferred[0])
 
 
+def test_the_encoder_lstm_runs_in_float32_with_autocast_off():
+    """Under any autocast on CUDA, cuDNN's RNN would run in float16 (its autocast wrapper names float16),
+    unscaled under bf16: the encoder turns autocast off for its LSTM and gives it float32."""
+    config = small()
+    model = make_model(config).eval()
+    tokens, token_lens, _, _ = make_batch(config, [5, 3], [6, 6])
+    seen = []
+    real_forward = model.encoder.lstm.forward
+    model.encoder.lstm.forward = lambda packed: (seen.append((torch.is_autocast_enabled("cpu"), packed.data.dtype))
+                                                 or real_forward(packed))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.encoder(tokens, token_lens)
+    assert seen == [(False, torch.float32)]
+
+
 # ----------------------------------------------------------------------------- inference
 
 

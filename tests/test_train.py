@@ -22,7 +22,7 @@ import taco.pipeline.train as training
 from taco.cli import main
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import collate
-from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_file
+from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, restore_rng_states, save_checkpoint, step_file
 from taco.pipeline.losses import guided_attention_loss, masked_mel_error, tacotron2_loss
 from taco.pipeline.model import Decoder, ModelConfig, Tacotron2, Tacotron2Output, mask_from_lens
 from taco.pipeline.train import TrainingError, make_loaders, train
@@ -600,6 +600,26 @@ def test_a_run_without_a_config_gets_base_on_cuda_and_tiny_on_the_cpu(monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert default_preset(None) == "base"
     assert default_preset("cpu") == "tiny"
+
+
+def test_training_on_plain_cuda_selects_the_current_gpu_by_its_index(monkeypatch):
+    """torch.cuda.set_device refuses a device without an index, and "cuda" (or no --device) has none."""
+    selected = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", selected.append)
+    assert training._pick_device(None) == training._pick_device("cuda") == torch.device("cuda", 0)
+    assert selected == [torch.device("cuda", 0)] * 2
+
+
+def test_resume_on_a_machine_with_fewer_gpus_restores_the_states_of_those_it_has(monkeypatch):
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    two_gpus = [torch.zeros(8, dtype=torch.uint8), torch.ones(8, dtype=torch.uint8)]
+    restore_rng_states([{"torch": torch.get_rng_state(), "cuda": two_gpus}], rank=0)
+    assert restored == [two_gpus[:1]]
 
 
 TORCHRUN_TRAIN = """

@@ -283,9 +283,13 @@ class Encoder(nn.Module):
         # copies the unsorting order back from the device. The host's lengths sorted are the same values.
         host_token_lens = token_lens.cpu() if host_token_lens is None else host_token_lens
         order = torch.argsort(token_lens, descending=True, stable=True)  # (B,) on the device
-        packed = nn.utils.rnn.pack_padded_sequence(x[order], host_token_lens.sort(descending=True).values,
-                                                   batch_first=True)
-        outputs, _ = self.lstm(packed)
+        # The LSTM runs in float32 with autocast off: under any autocast on CUDA, cuDNN's RNN is cast to
+        # float16 (its autocast wrapper names float16, not autocast's dtype), and a bf16 run has no loss scale
+        # to keep its gradients, ~1e-7 at the memory, from underflowing there. It is one call per batch.
+        with torch.autocast(x.device.type, enabled=False):
+            packed = nn.utils.rnn.pack_padded_sequence(x[order].float(), host_token_lens.sort(descending=True).values,
+                                                       batch_first=True)
+            outputs, _ = self.lstm(packed)
         # total_length keeps T_text even when the longest item is shorter than the padded width
         memory, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=T_text)
         return memory[torch.argsort(order)]  # back in the batch's order: (B, T_text, 2 * encoder_lstm_dim)

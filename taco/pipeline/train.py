@@ -124,6 +124,10 @@ def train(
             state = Progress(**checkpoint["progress"])
             sampler.load_state_dict(checkpoint["sampler"])
             restore_rng_states(checkpoint["rng"], rank)
+        if compile_decoder and world_size > 1:
+            # DDP's graph splitting (at its 25 MB gradient buckets) would cut the compiled step in pieces for an
+            # overlap it cannot give: the step runs hundreds of times before any gradient is ready
+            torch._dynamo.config.optimize_ddp = False
         trained = DistributedDataParallel(model) if world_size > 1 else model
 
         writer = RunWriter(run_dir, store, model_config, train_config) if rank == 0 else None
@@ -463,6 +467,8 @@ def _pick_device(requested: str | None) -> torch.device:
     if device.type == "cuda":
         if dist.is_initialized():
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        elif device.index is None:  # plain "cuda": set_device wants an index
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
 
