@@ -20,12 +20,16 @@ It takes a few minutes; its log and the end-to-end run's files land in OUT. The 
 4. Throughput: taco's own training step of `base` (r=1; its loss, clipping, scaler and fused Adam) at batch
    128 x 600 frames x 150 tokens, in mel frames per second, bf16 and TF32: the metric of NVIDIA's
    DeepLearningExamples Tacotron2 table (A100: TF32 31,499, AMP 26,484; #15's goal is 1.5x that on the
-   same GPU class); bf16 again with `taco train --compile` (torch.compile of the decoder step), to decide
-   whether it should become the default on CUDA. Inference of `base`, batch 1, per decoder step.
+   same GPU class). Inference of `base`, batch 1, per decoder step.
 5. HiFi-GAN V1 and V3 (random weights) on the device: float32 against the CPU, float16 against float32
    (relative error), and the real-time factor of 16 five-second mels at once (#16).
 6. End to end: `taco preprocess` of the bundled corpus, `taco train --config base` for 100 steps on the
    device (pinned batches, checkpoints, plots), `taco synth` of one line there.
+7. The bf16 training step of 4 again with `taco train --compile` (torch.compile of the decoder step), to
+   decide whether it should become the default on CUDA. Last, because compiling takes the longest.
+
+The table is written to OUT/table.json after each check, so a call cut off by its time limit keeps what
+it measured.
 
 `--device cpu --quick` runs the same script on the CPU at toy sizes (`tiny`, 4 training steps), the rows
 that need CUDA marked so; a test runs it that way, so that the script works when a GPU comes.
@@ -184,37 +188,40 @@ def bf16_against_float32(device: torch.device, sizes: Sizes) -> tuple[str, str, 
 # ---- 4: throughput -----------------------------------------------------------------------------------
 
 
-def throughput(device: torch.device, sizes: Sizes) -> list[tuple[str, str, str, str]]:
+def training_throughput(device: torch.device, sizes: Sizes, label: str, autocast_dtype,
+                        compiled: bool = False) -> tuple[tuple[str, str, str, str], torch.nn.Module]:
     """taco's own training step (loss with guided attention, clipping, the scaler, fused Adam) on a pinned
-    batch of equal lengths, and inference of one line."""
-    rows = []
-    # the last model, uncompiled, also times inference below
-    for label, autocast_dtype, compiled in (("bf16", torch.bfloat16, False), ("bf16", torch.bfloat16, True),
-                                            ("tf32", None, False)):
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = autocast_dtype is None
-        model, optimizer, scaler, model_config, train_config = training_setup(device, sizes.preset, autocast_dtype)
-        if compiled:
-            model.decoder.compile_step()
-        batch = training._to_device(real_batch(sizes, model_config.reduction_factor, model_config.n_mels, equal=True),
-                                    device)
-        step = lambda: training._train_step(model, optimizer, scaler, batch, model_config, train_config, 0,
-                                            autocast_dtype if device.type == "cuda" else None, device)
-        step()  # untimed: allocator, kernel selection, compilation
-        seconds = min(timed(device, step) for _ in range(3))
-        mels_per_second = sizes.batch * sizes.frames / seconds
-        reference = NVIDIA_A100[label]
-        rows.append((f"{sizes.preset} r={model_config.reduction_factor} training step, batch {sizes.batch} x "
-                     f"{sizes.frames} frames, {label}{', --compile' if compiled else ''}",
-                     f"{seconds:.3f} s, {mels_per_second:,.0f} mels/s ({mels_per_second / reference:.2f}x A100)",
-                     f"A100 {reference:,}; goal 1.5x on the same class", ""))
+    batch of equal lengths, in mels/s: the row, and the trained model."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = autocast_dtype is None
+    model, optimizer, scaler, model_config, train_config = training_setup(device, sizes.preset, autocast_dtype)
+    if compiled:
+        model.decoder.compile_step()
+    batch = training._to_device(real_batch(sizes, model_config.reduction_factor, model_config.n_mels, equal=True),
+                                device)
+    step = lambda: training._train_step(model, optimizer, scaler, batch, model_config, train_config, 0,
+                                        autocast_dtype if device.type == "cuda" else None, device)
+    step()  # untimed: allocator, kernel selection, compilation
+    seconds = min(timed(device, step) for _ in range(3))
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True  # torch's defaults
-    r = model_config.reduction_factor
+    mels_per_second = sizes.batch * sizes.frames / seconds
+    reference = NVIDIA_A100[label]
+    return (f"{sizes.preset} r={model_config.reduction_factor} training step, batch {sizes.batch} x "
+            f"{sizes.frames} frames, {label}{', --compile' if compiled else ''}",
+            f"{seconds:.3f} s, {mels_per_second:,.0f} mels/s ({mels_per_second / reference:.2f}x A100)",
+            f"A100 {reference:,}; goal 1.5x on the same class", ""), model
+
+
+def throughput(device: torch.device, sizes: Sizes) -> list[tuple[str, str, str, str]]:
+    """Training in bf16 and TF32, and inference of one line."""
+    bf16_row, _ = training_throughput(device, sizes, "bf16", torch.bfloat16)
+    tf32_row, model = training_throughput(device, sizes, "tf32", None)
+    r = model.config.reduction_factor
     steps = sizes.frames // r
-    infer = inference_steps(model, make_batch(1, sizes.tokens, sizes.frames, model_config.n_mels, device), steps)
+    infer = inference_steps(model, make_batch(1, sizes.tokens, sizes.frames, model.config.n_mels, device), steps)
     infer()
     seconds = min(timed(device, infer) for _ in range(3))
-    rows.append((f"{sizes.preset} r={r} inference, batch 1, per decoder step", f"{seconds / steps * 1e3:.2f} ms", "", ""))
-    return rows
+    return [bf16_row, tf32_row,
+            (f"{sizes.preset} r={r} inference, batch 1, per decoder step", f"{seconds / steps * 1e3:.2f} ms", "", "")]
 
 
 # ---- 5: HiFi-GAN -------------------------------------------------------------------------------------
@@ -310,6 +317,8 @@ def main() -> None:
         ("throughput", lambda: throughput(device, sizes)),
         ("hifigan", lambda: hifigan(device, sizes)),
         ("end to end", lambda: end_to_end(device, sizes, out)),
+        # last: its compilation takes the longest, and a failure or a timeout there leaves the rest measured
+        ("compile", lambda: [training_throughput(device, sizes, "bf16", torch.bfloat16, compiled=True)[0]]),
     ]
     rows = []
     for label, check in checks:
@@ -320,9 +329,10 @@ def main() -> None:
             (out / f"{label.replace(' ', '_')}.error.txt").write_text(traceback.format_exc())
             rows.append((label, f"{type(error).__name__}: {str(error).splitlines()[0][:100] if str(error) else ''}",
                          "runs", verdict(False)))
-        print(f"{label} done in {time.perf_counter() - start:.1f} s", flush=True)
+        # written as they come: a run cut off by its time limit still leaves what it measured
+        (out / "table.json").write_text(json.dumps(rows, indent=1))
+        print(f"{label} done in {time.perf_counter() - start:.1f} s: {rows[-1]}", flush=True)
     print_table(rows)
-    (out / "table.json").write_text(json.dumps(rows, indent=1))
     sys.exit(1 if any(row[3] == "FAIL" for row in rows) else 0)
 
 
