@@ -117,6 +117,13 @@ def test_synth_int8_writes_its_wav(micro_checkpoint, tmp_path):
     assert len(soundfile.read(out)[0]) > 0
 
 
+def test_int8_runs_on_the_cpu_unless_told_otherwise_and_refuses_a_gpu_before_loading(micro_checkpoint, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, where the default is CUDA
+    assert Synthesizer(micro_checkpoint, int8=True).device == torch.device("cpu")
+    with pytest.raises(ValueError, match="int8 inference runs on the CPU, not on cuda"):
+        Synthesizer("no-such-checkpoint.pt", "cuda", int8=True)
+
+
 def test_synth_writes_a_16_bit_wav_whose_length_matches_its_mel(micro_checkpoint, tmp_path):
     out = tmp_path / "hello.wav"
     result = invoke("synth", micro_checkpoint, "Hello world.", "-o", out, "--save-mel", "--gl-iters", "4")

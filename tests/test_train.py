@@ -491,7 +491,6 @@ def test_a_checkpoint_of_the_unfused_adam_of_older_versions_resumes_exactly(smal
     checkpoint = load_checkpoint(path)
     for group in checkpoint["optimizer"]["param_groups"]:
         group["fused"] = None  # as torch.optim.Adam saved it before taco asked for the fused one
-    del checkpoint["scaler"]  # saved since then too
     save_checkpoint(path, checkpoint)
 
     train(small_store, tmp_path / "old", resume=True, progress=False)
@@ -618,8 +617,52 @@ def test_resume_on_a_machine_with_fewer_gpus_restores_the_states_of_those_it_has
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
     two_gpus = [torch.zeros(8, dtype=torch.uint8), torch.ones(8, dtype=torch.uint8)]
-    restore_rng_states([{"torch": torch.get_rng_state(), "cuda": two_gpus}], rank=0)
+    restore_rng_states([{"torch": torch.get_rng_state(), "cuda": two_gpus}], 0, torch.device("cuda"))
     assert restored == [two_gpus[:1]]
+
+
+def test_a_cpu_run_on_a_machine_with_a_gpu_leaves_cuda_alone(monkeypatch):
+    """Reading or setting a CUDA random state starts CUDA in the process, which a CPU run has no use for."""
+    def refuse(*args):
+        raise AssertionError("a CPU run touched CUDA")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", refuse)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", refuse)
+    [states] = training.rng_states(torch.device("cpu"))
+    assert "cuda" not in states
+    restore_rng_states([states | {"cuda": [torch.zeros(8, dtype=torch.uint8)]}], 0, torch.device("cpu"))
+
+
+def test_torchrun_picks_nccl_for_gpus_and_gloo_for_any_spelling_of_the_cpu(monkeypatch):
+    backends = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", backends.append)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 0)
+    for device in (None, "cuda", "cpu", "cpu:0", torch.device("cpu")):
+        training._start_distributed(device)
+    assert backends == ["nccl", "nccl", "gloo", "gloo", "gloo"]
+
+
+@pytest.mark.parametrize("local_rank, visible, expected", [(1, 2, 1), (3, 1, 0), (0, 4, 0)])
+def test_each_torchrun_rank_takes_its_local_gpu_or_the_only_one_it_sees(monkeypatch, local_rank, visible, expected):
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    assert training._local_gpu() == torch.device("cuda", expected)
+
+
+def test_more_torchrun_ranks_than_gpus_are_refused_naming_the_count(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(TrainingError, match=r"LOCAL_RANK is 2 but it sees 2 GPUs: .*--nproc_per_node 2"):
+        training._local_gpu()
+
+
+def test_only_a_float16_run_saves_its_loss_scale(micro_run):
+    """A float32 (CPU) or bf16 run's scale is 1; a float16 run resumed from it on a GPU keeps its own 2^16."""
+    assert "scaler" not in load_checkpoint(micro_run[0] / "checkpoints" / step_file(8))
 
 
 TORCHRUN_TRAIN = """

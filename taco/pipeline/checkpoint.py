@@ -150,12 +150,12 @@ def prune_checkpoints(checkpoint_dir: Path, keep_last: int) -> None:
         path.unlink()
 
 
-def rng_states() -> list[dict]:
-    """The random states that training consumes (torch CPU and, where present, every CUDA device), one
+def rng_states(device: torch.device) -> list[dict]:
+    """The random states that training on `device` consumes (torch CPU and, on CUDA, every CUDA device), one
     dict per rank in rank order: under torchrun each rank draws its own dropout masks. Every rank must call
-    it (it gathers), though only rank 0 writes."""
+    it (it gathers), though only rank 0 writes. A run on the CPU leaves CUDA alone, even where there is one."""
     states = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         states["cuda"] = torch.cuda.get_rng_state_all()
     if not dist.is_initialized():
         return [states]
@@ -164,11 +164,12 @@ def rng_states() -> list[dict]:
     return every_rank
 
 
-def restore_rng_states(states: list[dict] | dict, rank: int) -> None:
-    """This rank's states from rng_states(); a checkpoint from before session 8 holds rank 0's dict alone."""
+def restore_rng_states(states: list[dict] | dict, rank: int, device: torch.device) -> None:
+    """This rank's states from rng_states(), for a run on `device`; a checkpoint from before session 8
+    holds rank 0's dict alone."""
     if isinstance(states, list):
         states = states[rank]
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
+    if "cuda" in states and device.type == "cuda":
         # one state per GPU the saving process saw; a machine with fewer takes the first ones
         torch.cuda.set_rng_state_all(states["cuda"][: torch.cuda.device_count()])

@@ -57,7 +57,8 @@ class RunWriter:
             self.tensorboard.add_scalar(f"{prefix}/{name}", value, step)
 
     def checkpoint_dict(self, model, optimizer, scheduler, scaler, sampler, state: Progress, rng: list[dict]) -> dict:
-        """`rng`: rng_states(), which every rank gathers before rank 0 writes."""
+        """`rng`: rng_states(), which every rank gathers before rank 0 writes. `scaler`: a float16 run's
+        GradScaler, whose loss scale its resume takes up; None for other runs, which save none."""
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -74,8 +75,7 @@ class RunWriter:
             "store": str(self.store.path.resolve()),
             "store_fingerprint": self.store.fingerprint,
             "store_content": self.store.content_fingerprint,
-            "scaler": scaler.state_dict(),
-        }
+        } | ({"scaler": scaler.state_dict()} if scaler is not None else {})
 
     def checkpoint(self, model, optimizer, scheduler, scaler, sampler, state: Progress, rng: list[dict]) -> None:
         """A step checkpoint (pruned to the last keep_last), then the samples of the model as it is now."""

@@ -88,12 +88,15 @@ class Synthesizer:
 
     def __init__(self, checkpoint_path: str | os.PathLike, device: str | None = None, vocoder: Vocoder | None = None,
                  int8: bool = False):
-        """`int8`: the decoder's two LSTMs with 8-bit weights (CPU only; see int8_decoder_lstms)."""
+        """`int8`: the decoder's two LSTMs with 8-bit weights (CPU only, so the default device then is the CPU;
+        see int8_decoder_lstms)."""
+        self.device = pick_device("cpu" if int8 and device is None else device)
+        if int8 and self.device.type != "cpu":
+            raise ValueError(f"int8 inference runs on the CPU, not on {self.device}")
         checkpoint = load_checkpoint(checkpoint_path)
         for key in ("model", "model_config", "feature_config", "text_config", "symbols"):
             if key not in checkpoint:
                 raise CheckpointError(f"{checkpoint_path}: checkpoint lacks {key!r}")
-        self.device = pick_device(device)
         self.model_config = ModelConfig.from_dict(checkpoint["model_config"])
         self.feature_config = FeatureConfig.from_dict(checkpoint["feature_config"])
         self.text_config = TextConfig.from_dict(checkpoint["text_config"])
@@ -102,8 +105,6 @@ class Synthesizer:
         load_weights(self.model, checkpoint, checkpoint_path)
         self.model.to(self.device).eval()
         if int8:
-            if self.device.type != "cpu":
-                raise ValueError(f"int8 inference runs on the CPU, not on {self.device}")
             int8_decoder_lstms(self.model)
         if vocoder is not None:
             vocoder.check_features(self.feature_config, checkpoint_path)

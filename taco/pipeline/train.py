@@ -106,6 +106,9 @@ def train(
             model.decoder.compile_step()
         autocast_dtype = _autocast_dtype(train_config.amp, device)
         optimizer, scaler = optimizer_and_scaler(model, train_config, autocast_dtype, device)
+        # a float16 run's loss scale is saved for its resume; any other run's scale is 1, which a float16 resume
+        # (on a GPU, after a start on the CPU) must not take over from its own 2^16
+        saved_scaler = scaler if autocast_dtype == torch.float16 else None
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                       lambda step: learning_rate_factor(step, train_config))
         sampler, train_loader, val_loader = make_loaders(store, model_config, train_config, rank, world_size,
@@ -119,11 +122,11 @@ def train(
             load_weights(model, checkpoint, checkpoint_path)
             _load_optimizer_state(optimizer, checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
-            if "scaler" in checkpoint:
+            if "scaler" in checkpoint and autocast_dtype == torch.float16:
                 scaler.load_state_dict(checkpoint["scaler"])
             state = Progress(**checkpoint["progress"])
             sampler.load_state_dict(checkpoint["sampler"])
-            restore_rng_states(checkpoint["rng"], rank)
+            restore_rng_states(checkpoint["rng"], rank, device)
         if compile_decoder and world_size > 1:
             # DDP's graph splitting (at its 25 MB gradient buckets) would cut the compiled step in pieces for an
             # overlap it cannot give: the step runs hundreds of times before any gradient is ready
@@ -185,9 +188,9 @@ def train(
                                                grad_norm=grad_norm.item())
                     bar.update(1)
                     if state.step % train_config.checkpoint_every == 0:
-                        rng = rng_states()  # on every rank: it gathers
+                        rng = rng_states(device)  # on every rank: it gathers
                         if writer is not None:
-                            writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state, rng)
+                            writer.checkpoint(model, optimizer, scheduler, saved_scaler, sampler, state, rng)
                     if state.step >= last_step:
                         break
                 else:
@@ -198,16 +201,16 @@ def train(
                     sampler.set_epoch(state.epoch)
                     if val_loss is not None:
                         last_val_loss = val_loss
-                        rng = rng_states()  # on every rank: it gathers
+                        rng = rng_states(device)  # on every rank: it gathers
                         if writer is not None:
                             # after the epoch advanced: best.pt resumes at the start of the next one, as this run does
-                            writer.validation(val_loss, state, model, optimizer, scheduler, scaler, sampler, rng)
+                            writer.validation(val_loss, state, model, optimizer, scheduler, saved_scaler, sampler, rng)
         skips.check(state.step, train_config.max_nonfinite_steps, run_dir, bar)  # the steps since the last log step
         bar.close()
-        final_rng = rng_states() if state.step % train_config.checkpoint_every != 0 else None  # every rank gathers
+        final_rng = rng_states(device) if state.step % train_config.checkpoint_every != 0 else None  # every rank gathers
         if writer is not None:
             if final_rng is not None:
-                writer.checkpoint(model, optimizer, scheduler, scaler, sampler, state, final_rng)
+                writer.checkpoint(model, optimizer, scheduler, saved_scaler, sampler, state, final_rng)
             writer.close()
         if world_size > 1:
             # DDP holds the process groups, and its hooks put it in a reference cycle that only the garbage
@@ -457,7 +460,7 @@ def _start_distributed(device: str | None) -> tuple[int, int]:
     if world_size == 1:
         return 0, 1
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        backend = "nccl" if pick_device(device).type == "cuda" else "gloo"
         dist.init_process_group(backend)
     return dist.get_rank(), world_size
 
@@ -466,11 +469,23 @@ def _pick_device(requested: str | None) -> torch.device:
     device = pick_device(requested)
     if device.type == "cuda":
         if dist.is_initialized():
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            device = _local_gpu()
         elif device.index is None:  # plain "cuda": set_device wants an index
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
     return device
+
+
+def _local_gpu() -> torch.device:
+    """This torchrun rank's GPU: LOCAL_RANK's, or the only one there is where the launcher shows each rank
+    its own GPU (SLURM's --gpus-per-task=1, a CUDA_VISIBLE_DEVICES per rank)."""
+    local_rank, visible = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    if visible == 1:
+        return torch.device("cuda", 0)
+    if local_rank >= visible:
+        raise TrainingError(f"this rank's LOCAL_RANK is {local_rank} but it sees {visible} GPUs: start at most "
+                            f"{visible} processes per machine (torchrun --nproc_per_node {visible})")
+    return torch.device("cuda", local_rank)
 
 
 def _autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
