@@ -1,8 +1,8 @@
 """Checkpoints: one self-contained file per save, loadable with `torch.load(weights_only=True)`.
 
 A checkpoint holds everything needed to use it alone (weights, model/feature/text configs, the symbol
-table) and everything needed to resume exactly (optimizer, scheduler, grad scaler, sampler position,
-RNG states). Configs go in as plain dicts and lists, never pickled objects, so loading runs no code.
+table) and everything needed to resume exactly (optimizer, scheduler, a float16 run's grad scaler, sampler
+position, RNG states). Configs go in as plain dicts and lists, never pickled objects, so loading runs no code.
 """
 
 from __future__ import annotations
