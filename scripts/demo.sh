@@ -2,7 +2,7 @@
 # The whole journey on the bundled corpus: preprocess (phonemes), a short `tiny` training run on the
 # CPU, one sentence to a wav, and the health report of the validation split: alignment scores and, when
 # the recognizer is installed (pip install -e ".[bench]"), what it understood of each synthesized line.
-# Usage: bash scripts/demo.sh [OUT_DIR] [TRAIN_STEPS]   (10-11 minutes on 2 cores)
+# Usage: bash scripts/demo.sh [OUT_DIR] [TRAIN_STEPS]   (6-11 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-demo}
