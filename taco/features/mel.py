@@ -29,8 +29,9 @@ MEL_FLOOR = 1e-5
 DB_MIN = -100.0
 # DB_MAX: +20 dB, the ref_level_db that keithito/tacotron (and Coqui TTS after it) subtract before clipping
 # at 0 dB. With Slaney-normalized filters the voiced low bands of speech peaking near full scale go above
-# 0 dB, where the seed clipped them: up to +9.4 dB on the bundled corpus (0.2% of its bins), +13.1 dB with
-# each of its clips scaled to peak 1.0, +15.4 dB for flite's slt voice at peak 1.0.
+# 0 dB, where the seed clipped them: up to +9.4 dB on the espeak-ng corpus bundled until 2026-12-02 (0.2% of
+# its bins), +13.1 dB with each of its clips scaled to peak 1.0, +15.4 dB for flite's slt voice at peak 1.0;
+# +8.6 dB in the store of today's bundled corpus (flite rms, 0.3% of its bins).
 DB_MAX = 20.0
 DB_SCALE = 4.0
 
