@@ -59,8 +59,10 @@ from train_step import N_SYMBOLS, inference_steps, make_batch, timed  # noqa: E4
 import taco.pipeline.train as training  # noqa: E402
 from taco.pipeline import model as current_model  # noqa: E402
 from taco.pipeline.batching import collate  # noqa: E402
+from taco.pipeline.checkpoint import step_file  # noqa: E402
 from taco.pipeline.model import mask_from_lens  # noqa: E402
 from taco.pipeline.presets import configs_from  # noqa: E402
+from taco.pipeline.run_folder import CHECKPOINT_DIR  # noqa: E402
 from taco.pipeline.vocoder import Vocoder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,7 +279,7 @@ def end_to_end(device: torch.device, sizes: Sizes, out: Path) -> list[tuple[str,
                                            "--val-count", "10", "--quiet")),
         (f"train {sizes.preset} for {sizes.steps} steps", ("train", store, run, "--config", config, "--stop-at",
                                                            sizes.steps, "--device", device.type, "--quiet")),
-        ("synth one line", ("synth", run / "checkpoints" / f"step_{sizes.steps:08d}.pt", "Printing, in the only sense.",
+        ("synth one line", ("synth", run / CHECKPOINT_DIR / step_file(sizes.steps), "Printing, in the only sense.",
                             "-o", wav, "--device", device.type, "--quiet")),
     ]
     rows = []

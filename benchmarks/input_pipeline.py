@@ -77,7 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from taco.features.corpus import CorpusError, Entry, read_metadata
+from taco.features.corpus import CorpusError, Entry
 from taco.features.mel import FeatureConfig, hann_window, magnitude_stft, mel_filterbank, normalize
 from taco.features.preprocess import library_versions, preprocess
 from taco.features.store import FeatureStore, StoreError
@@ -86,6 +86,7 @@ from taco.pipeline.batching import (DEFAULT_LENGTH_JITTER, BucketBatchSampler, F
                                     cut_batches, padding_waste)
 from taco.pipeline.model import PRESETS as MODEL_PRESETS
 from taco.pipeline.presets import TRAINING_PRESETS
+from taco.pipeline.stored import AUDIO_DIR, SelectionError, store_corpus
 from taco.pipeline.train import make_loaders
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,7 +96,6 @@ from report import describe_machine, load_average, print_table, verdict  # noqa:
 
 BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_flite"
 PRESET = "tiny"
-AUDIO_DIR = "wavs"  # where preprocess looks for audio by default; a store does not record it
 DEFAULT_BATCHES = 100
 # Batches F per on-the-fly run: theirs take ~250 ms each (measured, bundled corpus, 2 cores), so 40 are ~10 s,
 # over 4 epochs with their worker restarts (bundled corpus), and R rounds of all the runs stay under 3 minutes.
@@ -125,15 +125,10 @@ def build_store(corpus: Path, store_dir: Path) -> float:
 
 def training_entries(store: FeatureStore, corpus: Path) -> list[Entry]:
     """The corpus entries (text, audio path) of the store's training utterances, in the store's order."""
-    split = store.info["split"]
-    names = [split["metadata"]] if split["method"] == "random" else [split["train_metadata"], split["val_metadata"]]
-    by_id: dict[str, Entry] = {}
-    for name in names:
-        try:
-            entries, _ = read_metadata(corpus / name, corpus / AUDIO_DIR)
-        except CorpusError as error:
-            raise SystemExit(f"{error}; pass the store's corpus with --corpus") from None
-        by_id.update((entry.id, entry) for entry in entries)
+    try:
+        by_id = store_corpus(store, corpus)
+    except (CorpusError, SelectionError) as error:
+        raise SystemExit(f"{error}; pass the store's corpus with --corpus") from None
     ids = [store.ids[row] for row in store.split_indices("train")]
     missing = [id_ for id_ in ids if id_ not in by_id or not by_id[id_].audio_path.is_file()]
     if missing:

@@ -2,11 +2,12 @@
 
     python benchmarks/recognizer.py [--count 30] [--voices kal16 slt rms awb]
 
-Speaks the first `--count` sentences of the bundled corpus's metadata.csv with each flite voice, reads
-each wav as preprocessing would (mono, resampled with soxr to the default 22050 Hz), and transcribes
-it with taco's recognizer (taco.pipeline.asr), which resamples to 16 kHz. Prints a markdown table: the
-corpus-level word error rate of each voice, and of the bundled espeak-ng recordings of the same
-sentences, and the recognition time per utterance. Needs flite and pocketsphinx (pip install -e '.[bench]').
+Speaks the first `--count` sentences of the bundled corpus's metadata.csv with each flite voice and with
+espeak-ng (en-us), reads each wav as preprocessing would (mono, resampled with soxr to the default
+22050 Hz), and transcribes it with taco's recognizer (taco.pipeline.asr), which resamples to 16 kHz.
+Prints a markdown table: the corpus-level word error rate of each voice, and of the bundled recordings
+(flite rms) of the same sentences, and the recognition time per utterance. Needs flite, espeak-ng and
+pocketsphinx (pip install -e '.[bench]').
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
 
 from report import describe_machine, load_average
 
-BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_espeak"
+BUNDLED_CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "ljspeech_flite"
 VOICES = ("kal16", "slt", "rms", "awb")
 
 
@@ -34,8 +35,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=30, help="sentences per voice")
     parser.add_argument("--voices", nargs="+", default=list(VOICES), help="flite voices")
     args = parser.parse_args()
-    if shutil.which("flite") is None:
-        raise SystemExit("flite is not installed (apt-get install flite)")
+    for engine in ("flite", "espeak-ng"):
+        if shutil.which(engine) is None:
+            raise SystemExit(f"{engine} is not installed (apt-get install {engine})")
 
     entries, _ = read_metadata(BUNDLED_CORPUS / "metadata.csv", BUNDLED_CORPUS / "wavs")
     entries = entries[: args.count]
@@ -54,8 +56,12 @@ def main() -> None:
             for entry, path in zip(entries, paths):
                 subprocess.run(["flite", "-voice", voice, "-t", entry.text, "-o", str(path)], check=True)
             print_row(f"flite {voice}", paths, references, recognizer, sample_rate)
-    print_row("espeak-ng (the bundled recordings)", [entry.audio_path for entry in entries], references, recognizer,
-              sample_rate)
+        paths = [Path(folder) / f"espeak_{number}.wav" for number in range(len(entries))]
+        for entry, path in zip(entries, paths):
+            subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), entry.text], check=True)
+        print_row("espeak-ng en-us", paths, references, recognizer, sample_rate)
+    print_row("the bundled recordings (flite rms)", [entry.audio_path for entry in entries], references,
+              recognizer, sample_rate)
     print(f"\nload average {load_average()}")
 
 

@@ -95,13 +95,13 @@ DEFAULT_VOCODER_REPEAT = 1
 # Random log mels for HiFi-GAN: about the mean and spread of speech's natural-log mel bins.
 LOG_MEL_MEAN, LOG_MEL_SD = -5.0, 2.0
 N_LINES = 16
-BATCH_SIZE = 16  # SynthConfig's default
+BATCH_SIZE = SynthConfig().batch_size
 PRESET_NAMES = ("tiny", "base")
 DEFAULT_REPEAT = 3
 # base one-by-one runs on this many of the lines (spread evenly by length); all of them unless told otherwise
 DEFAULT_BASE_ONE_BY_ONE = N_LINES
-# Speaking rate of the planned lengths. The bundled espeak-ng corpus says 14.5 spoken characters a second
-# (measured over its 200 lines); LJSpeech's reader 15.2 (its README: 1,308,674 characters in 23:55:17).
+# Speaking rate of the planned lengths. The bundled flite corpus says 14.0 characters of text a second
+# (its 300 lines, 20.7 minutes); LJSpeech's reader 15.2 (its README: 1,308,674 characters in 23:55:17).
 CHARACTERS_PER_SECOND = 14.0
 # A gate logit of -1e4 never reaches the 0.5 threshold: lengths are set by max_decoder_steps alone.
 GATE_NEVER_FIRES = -1e4

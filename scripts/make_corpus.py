@@ -1,7 +1,7 @@
 """Make a small real-speech corpus in LJSpeech layout with flite or espeak-ng.
 
 No real speech corpus can be downloaded where taco is developed and tested, so this
-script makes one from a real engine speaking real English prose (design.md, "Test data").
+script makes one from a real engine speaking real English prose.
 
 Text sources (`--texts`):
 - `licenses`: the license texts that Debian ships in /usr/share/common-licenses (GPL-3,
@@ -36,7 +36,7 @@ handles silence. An utterance is kept only if its synthesized duration lies with
 Output (LJSpeech layout):
 
     OUT_DIR/metadata.csv   ID|raw text|normalized text   (UTF-8, no header)
-    OUT_DIR/wavs/ID.flac   (or .wav) 22050 Hz, mono, PCM_16
+    OUT_DIR/wavs/ID.flac   (or .wav) at the engine's own rate (flite 16 kHz, espeak-ng 22050 Hz), mono, PCM_16
     OUT_DIR/README.md      source, voice, rate, the command that made it, statistics
 
 The normalized column repeats the raw text: taco's text front end expands numbers and

@@ -2,7 +2,8 @@
 
 The Python API behind each `taco` command:
 
-    from taco import preprocess, FeatureStore, load_config, train, synthesize, inspect, evaluate_intelligibility
+    from taco import (preprocess, FeatureStore, load_config, train, synthesize, inspect, evaluate_intelligibility,
+                      Vocoder, vocode_files)
 
     preprocess("corpus/ljspeech_flite", "stores/demo")             # taco preprocess
     store = FeatureStore("stores/demo")

@@ -13,7 +13,8 @@ import numpy as np
 
 from taco.features.corpus import CorpusError
 from taco.features.mel import FFT_DTYPES, NORMALIZATIONS, FeatureConfig
-from taco.features.preprocess import DEFAULT_MAX_SECONDS, DEFAULT_SHARD_SIZE, preprocess
+from taco.features.preprocess import (DEFAULT_AUDIO_DIR, DEFAULT_BACKEND, DEFAULT_MAX_SECONDS, DEFAULT_METADATA,
+                                     DEFAULT_SHARD_SIZE, DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, preprocess)
 from taco.features.store import StoreError
 from taco.features.summary import format_summary, summarize
 from taco.features.text import CLEANERS, FRONT_END_TABLES, TextConfig
@@ -21,7 +22,7 @@ from taco.locking import LockError
 from taco.pipeline.alignment import VERDICTS
 from taco.pipeline.checkpoint import CheckpointError
 from taco.pipeline.asr import RecognizerError, word_error_rate
-from taco.pipeline.inspect import InspectError, inspect, report_columns, report_line
+from taco.pipeline.inspect import DEFAULT_WORST_PLOTTED, InspectError, inspect, report_columns, report_line
 from taco.pipeline.presets import TRAINING_PRESETS, default_preset, load_config
 from taco.pipeline.stored import SelectionError
 from taco.pipeline.synth import (DEFAULT_POWER, SHORT_MEL_FRAMES, SynthConfig, SynthesisError, Synthesizer, check_output,
@@ -54,13 +55,13 @@ def main():
 @main.command("preprocess")
 @click.argument("corpus_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("store_dir", type=click.Path(file_okay=False))
-@click.option("--metadata", default="metadata.csv", help="Metadata file inside CORPUS_DIR: id|raw text|normalized text, or id|text.")
-@click.option("--audio-dir", default="wavs", help="Audio folder inside CORPUS_DIR, holding ID.wav or ID.flac.")
+@click.option("--metadata", default=DEFAULT_METADATA, help="Metadata file inside CORPUS_DIR: id|raw text|normalized text, or id|text.")
+@click.option("--audio-dir", default=DEFAULT_AUDIO_DIR, help="Audio folder inside CORPUS_DIR, holding ID.wav or ID.flac.")
 @click.option("--train-metadata", default=None, help="Take the split from files: training metadata inside CORPUS_DIR (use with --val-metadata).")
 @click.option("--val-metadata", default=None, help="Validation metadata inside CORPUS_DIR (use with --train-metadata).")
-@click.option("--val-fraction", default=0.05, type=click.FloatRange(0, 1, max_open=True), help="Share of utterances held out for validation, drawn with --seed.")
+@click.option("--val-fraction", default=DEFAULT_VAL_FRACTION, type=click.FloatRange(0, 1, max_open=True), help="Share of utterances held out for validation, drawn with --seed.")
 @click.option("--val-count", default=None, type=click.IntRange(min=0), help="Hold out exactly this many utterances instead of --val-fraction.")
-@click.option("--seed", default=1234, help="Seed of the train/validation draw.")
+@click.option("--seed", default=DEFAULT_SPLIT_SEED, help="Seed of the train/validation draw.")
 @click.option("--sample-rate", default=_defaults.sample_rate, help="Target sample rate; audio at other rates is resampled with soxr.")
 @click.option("--n-fft", default=_defaults.n_fft, help="FFT size of the STFT, in samples.")
 @click.option("--win-length", default=_defaults.win_length, help="Hann window length, in samples (at most --n-fft).")
@@ -83,7 +84,7 @@ def main():
               help="Skip clips longer than this, known from the file's header without decoding it. With --trim-db: longer after trimming, and from the header only clips over twice this.")
 @click.option("--shard-size", default=DEFAULT_SHARD_SIZE, type=click.IntRange(min=1), help="Utterances per shard file (one joblib task each).")
 @click.option("--jobs", "-j", default=-1, help="Parallel workers; -1 uses every core.")
-@click.option("--backend", default="threading", show_default=True,
+@click.option("--backend", default=DEFAULT_BACKEND, show_default=True,
               help="joblib backend: threading (the work runs in torch, numpy and libsndfile, which release the GIL), loky or multiprocessing (worker processes), or dask (with --dask-scheduler).")
 @click.option("--dask-scheduler", default=None, metavar="ADDRESS", help="Run the tasks on this Dask cluster (tcp://host:8786); implies --backend dask.")
 @click.option("--overwrite", is_flag=True, help="Replace a store in STORE_DIR that was made with another configuration.")
@@ -331,8 +332,8 @@ def vocode_command(generator, mels, out_dir, vocoder_config, batch_size, half, d
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="With --split: at most this many utterances.")
 @click.option("--text", "texts", multiple=True, help="Free text (repeatable).")
 @click.option("--out-dir", "-o", default="alignment", type=click.Path(file_okay=False), help="Where plots, scores.json and report.tsv go.")
-@click.option("--worst", default=5, type=click.IntRange(min=0), help="With --split: how many of the worst to plot (--asr plots all).")
-@click.option("--batch-size", default=16, type=click.IntRange(min=1))
+@click.option("--worst", default=DEFAULT_WORST_PLOTTED, type=click.IntRange(min=0), help="With --split: how many of the worst to plot (--asr plots all).")
+@click.option("--batch-size", default=SynthConfig().batch_size, type=click.IntRange(min=1), help="Lines decoded together.")
 @click.option("--max-decoder-steps", default=None, type=click.IntRange(min=1), help="Step limit (default: the checkpoint's).")
 @click.option("--seed", default=0, help="Seed of the prenet's inference dropout.")
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")

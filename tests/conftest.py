@@ -1,4 +1,5 @@
-"""Shared fixtures: real speech from the bundled flite corpus, and small corpora built from it."""
+"""Shared fixtures: real speech from the bundled flite corpus, small corpora built from it, a micro training
+run, and a gate rule that makes inference stop where a test wants."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+
+from taco.pipeline.model import Tacotron2
+
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
@@ -119,6 +123,25 @@ MICRO = {
     "training": {"batch_frames": 1600, "warmup_steps": 2, "max_steps": 8, "checkpoint_every": 4, "log_every": 1,
                  "num_workers": 0, "griffin_lim_iterations": 2},
 }
+
+
+def stop_after_one_step_per_token(model: Tacotron2) -> None:
+    """Replace the decoder's gate with a rule that depends only on the item itself: stop after as many
+    steps as the item has tokens. The steps taken so far are the sum of the cumulative attention weights
+    (each step's weights sum to 1), and the token count is the sum of the memory mask."""
+    real_step, real_project = model.decoder.step, model.decoder.project
+    last = {}
+
+    def step(prenet_output, state, memory):
+        output, state = real_step(prenet_output, state, memory)
+        last["steps_taken"], last["n_tokens"] = state.attention_weights_cum.sum(-1), memory.mask.sum(-1)
+        return output, state
+
+    def project(outputs):
+        frames, _ = real_project(outputs)
+        return frames, torch.where(last["steps_taken"] > last["n_tokens"] - 0.5, 10.0, -10.0)
+
+    model.decoder.step, model.decoder.project = step, project
 
 
 def micro(**training):

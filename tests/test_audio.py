@@ -30,7 +30,13 @@ def test_8_bit_wav_at_16k_is_read_and_resampled(speech, tmp_path):
     samples, rate = speech
     path = tmp_path / "low.wav"
     soundfile.write(path, soxr.resample(samples, rate, 16000), 16000, subtype="PCM_U8")
-    assert len(load_audio(path, rate)) == pytest.approx(len(samples), abs=3)
+    loaded = load_audio(path, rate)
+    assert len(loaded) == pytest.approx(len(samples), abs=3)
+    n = min(len(loaded), len(samples))
+    # unsigned 8-bit is centred and scaled like any other depth: the same waveform at the same level, less
+    # what 16 kHz drops above 8 kHz and 8 bits' noise
+    assert np.corrcoef(loaded[:n], samples[:n])[0, 1] > 0.98
+    assert np.std(loaded) / np.std(samples) == pytest.approx(1, abs=0.05)
 
 
 @pytest.mark.parametrize("channels", [1, 2])
@@ -71,6 +77,16 @@ def test_digital_silence_is_rejected_as_silent(tmp_path):
     soundfile.write(path, np.zeros(22050, np.float32), 22050)
     with pytest.raises(AudioError, match="^silent audio"):
         load_audio(path, 22050)
+
+
+@pytest.mark.parametrize("bad_sample", [np.nan, np.inf])
+def test_a_float_file_with_a_nan_or_infinite_sample_is_refused(speech, tmp_path, bad_sample):
+    samples = speech[0].copy()
+    samples[1000] = bad_sample
+    path = tmp_path / "broken.wav"
+    soundfile.write(path, samples, speech[1], subtype="FLOAT")
+    with pytest.raises(AudioError, match="^audio holds NaN or infinite samples$"):
+        load_audio(path, speech[1])
 
 
 def test_trim_cuts_leading_and_trailing_silence_but_keeps_the_speech(speech):

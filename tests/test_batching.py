@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from taco.features.preprocess import preprocess
 from taco.features.store import FeatureStore
 from taco.pipeline.batching import (BucketBatchSampler, FrameBudget, bucket_batches, collate, cut_batches,
-                                    padding_waste)
+                                    padding_waste, similar_length_chunks)
 
 # ------------------------------------------------------------------ strategies and helpers
 
@@ -482,3 +482,12 @@ def test_dataloader_over_a_feature_store_yields_the_sampled_utterances(make_corp
         np.testing.assert_array_equal(batch["mels"][0, : batch["mel_lens"][0]].numpy(), store[int(rows[0])][1])
     assert sum(len(p) for p in expected) == len(train)
     assert sampler.position == len(sampler)
+
+
+def test_similar_length_chunks_put_the_shortest_together_and_every_index_in_one_chunk():
+    lengths = [5, 1, 9, 3, 7]
+    assert similar_length_chunks(lengths, 2) == [[1, 3], [0, 4], [2]]
+    assert similar_length_chunks(lengths, 10) == [[1, 3, 0, 4, 2]]
+    assert similar_length_chunks([], 4) == []
+    with pytest.raises(ValueError, match="must be positive"):
+        similar_length_chunks(lengths, 0)

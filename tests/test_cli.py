@@ -219,6 +219,9 @@ def test_inspecting_a_damaged_shard_says_to_verify_the_store(small_store, micro_
 
 
 def test_help_explains_each_command():
-    assert "preprocess" in invoke("--help").output and "store-info" in invoke("--help").output
+    overview = invoke("--help").output
+    for command in ("preprocess", "store-info", "train", "synth", "vocode", "inspect-alignment"):
+        assert f"taco {command} " in overview
+        assert invoke(command, "--help").exit_code == 0
     help_text = invoke("preprocess", "--help").output
     assert "--val-fraction" in help_text and "[default: 0.05; 0<=x<1]" in help_text and "dask" in help_text

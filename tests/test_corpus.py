@@ -62,7 +62,11 @@ def test_val_count_wins_over_val_fraction():
     assert sorted(split.values()).count("val") == 3
 
 
-@pytest.mark.parametrize("fraction, count", [(1.0, None), (-0.1, None), (0.1, 20)])
-def test_impossible_split_sizes_are_refused(fraction, count):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("fraction, count, reason", [
+    (1.0, None, r"val_fraction must be in \[0, 1\)"),
+    (-0.1, None, r"val_fraction must be in \[0, 1\)"),
+    (0.1, 20, r"val_count must be in \[0, 20\) for 20 utterances"),
+])
+def test_impossible_split_sizes_are_refused_naming_the_reason(fraction, count, reason):
+    with pytest.raises(ValueError, match=reason):
         random_split([f"U{i}" for i in range(20)], seed=0, val_fraction=fraction, val_count=count)

@@ -10,6 +10,8 @@ from torch.nn import functional as F
 from taco.pipeline import model as model_module
 from taco.pipeline.model import PRESETS, DecoderState, LSTMPass, ModelConfig, Tacotron2, mask_from_lens
 
+from conftest import stop_after_one_step_per_token
+
 # Small enough that every test runs in well under a second on 2 CPU cores.
 SMALL = ModelConfig(
     n_symbols=20,
@@ -60,25 +62,6 @@ def make_batch(config: ModelConfig, token_lens: list[int], mel_lens: list[int], 
 
 def n_parameters(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
-
-
-def stop_after_one_step_per_token(model: Tacotron2) -> None:
-    """Replace the decoder's gate with a rule that depends only on the item itself: stop after as many
-    steps as the item has tokens. The steps taken so far are the sum of the cumulative attention weights
-    (each step's weights sum to 1), and the token count is the sum of the memory mask."""
-    real_step, real_project = model.decoder.step, model.decoder.project
-    last = {}
-
-    def step(prenet_output, state, memory):
-        output, state = real_step(prenet_output, state, memory)
-        last["steps_taken"], last["n_tokens"] = state.attention_weights_cum.sum(-1), memory.mask.sum(-1)
-        return output, state
-
-    def project(outputs):
-        frames, _ = real_project(outputs)
-        return frames, torch.where(last["steps_taken"] > last["n_tokens"] - 0.5, 10.0, -10.0)
-
-    model.decoder.step, model.decoder.project = step, project
 
 
 # ----------------------------------------------------------------------------- forward
@@ -260,17 +243,24 @@ def test_lstm_pass_has_the_values_and_gradients_of_lstm_cell():
 
 
 def test_only_a_pass_under_autograd_uses_lstm_pass(monkeypatch):
-    """Inference and no_grad passes keep nn.LSTMCell: nothing to file, nothing to pay for."""
-    def refuse(cell):
-        raise AssertionError("LSTMPass built without autograd")
+    """A training pass on the CPU files the two decoder LSTMs' weight gradients once per pass (LSTMPass);
+    inference and no_grad passes keep nn.LSTMCell: nothing to file, nothing to pay for."""
+    wrapped = []
 
-    monkeypatch.setattr(model_module, "LSTMPass", refuse)
+    def counting(cell):
+        wrapped.append(cell)
+        return LSTMPass(cell)
+
+    monkeypatch.setattr(model_module, "LSTMPass", counting)
     config = small()
-    model = make_model(config).eval()
+    model = make_model(config)
     tokens, token_lens, mels, mel_lens = make_batch(config, [5, 3], [6, 4])
+    model(tokens, token_lens, mels, mel_lens)
+    assert wrapped == [model.decoder.attention_rnn, model.decoder.decoder_rnn]
     with torch.no_grad():
         model(tokens, token_lens, mels, mel_lens)
-    model.infer(tokens, token_lens, max_decoder_steps=3)
+    model.eval().infer(tokens, token_lens, max_decoder_steps=3)
+    assert len(wrapped) == 2
 
 
 def test_location_features_equal_the_papers_convolution_then_dense_layer():
@@ -490,16 +480,27 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
 def test_zoneout_replaces_the_rnn_dropouts():
     with pytest.raises(ValueError, match="zoneout"):
         small(zoneout=0.1)
-    config = small(zoneout=0.1, attention_dropout=0.0, decoder_dropout=0.0)
+    config = small(zoneout=0.1, **NO_DROPOUT)
     model = make_model(config)
     tokens, token_lens, mels, mel_lens = make_batch(config, [5, 3], [6, 4])
     torch.manual_seed(1)
     first = model(tokens, token_lens, mels, mel_lens).mels
     torch.manual_seed(2)
     second = model(tokens, token_lens, mels, mel_lens).mels
-    assert not torch.allclose(first, second)  # random zoneout masks while training
+    assert not torch.allclose(first, second)  # zoneout's masks are the only randomness left
     model.eval()
-    assert model.infer(tokens, token_lens, max_decoder_steps=3).mels.isfinite().all()
+    expected = model(tokens, token_lens, mels, mel_lens).mels
+    torch.testing.assert_close(model(tokens, token_lens, mels, mel_lens).mels, expected, rtol=0, atol=0)
+    without = make_model(small(**NO_DROPOUT)).eval()  # the same weights
+    assert not torch.allclose(without(tokens, token_lens, mels, mel_lens).mels, expected)
+
+
+def test_zoneout_keeps_each_unit_with_probability_p_and_takes_the_expectation_at_evaluation():
+    previous, new = torch.zeros(100_000), torch.ones(100_000)
+    torch.manual_seed(0)
+    kept = (model_module._zoneout(previous, new, 0.1, training=True) == 0).float().mean().item()
+    assert kept == pytest.approx(0.1, abs=0.005)  # 5 standard deviations
+    torch.testing.assert_close(model_module._zoneout(previous, new, 0.1, training=False), torch.full((100_000,), 0.9))
 
 
 def test_base_preset_has_the_paper_sizes_and_nvidias_parameter_count():

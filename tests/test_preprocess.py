@@ -335,11 +335,19 @@ def test_any_joblib_backend_gives_the_same_store_as_one_process(make_corpus, tmp
         np.testing.assert_array_equal(serial[i][1], parallel[i][1])
 
 
-def test_worker_sets_one_torch_thread_and_restores_the_callers_count(make_corpus, tmp_path):
+def test_worker_sets_one_torch_thread_and_restores_the_callers_count(make_corpus, tmp_path, monkeypatch):
+    threads_seen = []
+
+    def recording_mel_spectrogram(*args, **kwargs):
+        threads_seen.append(torch.get_num_threads())
+        return mel_spectrogram(*args, **kwargs)
+
+    monkeypatch.setattr("taco.features.preprocess.mel_spectrogram", recording_mel_spectrogram)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        run(make_corpus(1), tmp_path / "store")
+        run(make_corpus(1), tmp_path / "store")  # jobs=1: the worker runs in this process
+        assert threads_seen == [1]
         assert torch.get_num_threads() == 2
     finally:
         # the session runs on one thread: later tests compare weights bit for bit with runs made before this one

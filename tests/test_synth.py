@@ -10,9 +10,13 @@ from click.testing import CliRunner
 
 from taco.cli import main
 from taco.features.mel import FeatureConfig, magnitude_stft, mel_filterbank, mel_spectrogram, normalize
+from taco.pipeline import synth as synth_module
+from taco.pipeline.alignment import VERDICTS
 from taco.pipeline.checkpoint import load_checkpoint
 from taco.pipeline.griffin_lim import griffin_lim, griffin_lim_lines, mel_to_magnitude, spectral_convergence
 from taco.pipeline.synth import SynthConfig, Synthesizer, peak_normalize, to_log_mel
+
+from conftest import stop_after_one_step_per_token
 
 
 def test_griffin_lim_rebuilds_a_speech_magnitude_with_spectral_convergence_below_0_1(speech):
@@ -68,14 +72,18 @@ def test_saved_mels_follow_the_nvidia_log_convention_from_either_normalization(s
 
 def test_batched_synthesis_keeps_the_order_and_cuts_each_item_to_its_own_length(micro_checkpoint):
     synthesizer = Synthesizer(micro_checkpoint, "cpu")
+    stop_after_one_step_per_token(synthesizer.model)  # each line stops after as many steps as it has tokens
     r = synthesizer.model_config.reduction_factor
     texts = ["A short line.", "A much longer line of text to speak, with numbers like 42.", "Mid length one."]
-    utterances = synthesizer.synthesize(texts, SynthConfig(batch_size=2, max_decoder_steps=20, griffin_lim_iterations=2))
+    config = SynthConfig(batch_size=2, max_decoder_steps=200, griffin_lim_iterations=2)
+    utterances = synthesizer.synthesize(texts, config)
     assert [u.text for u in utterances] == texts
+    assert len({len(u.tokens) for u in utterances}) == 3
     for utterance in utterances:
-        assert len(utterance.mel) % r == 0
-        assert utterance.alignment.shape == (len(utterance.mel) // r, len(utterance.tokens))
-        assert utterance.gate.shape == (len(utterance.mel) // r,)
+        # its own stop, not its batch's longest
+        assert len(utterance.mel) == len(utterance.tokens) * r and not utterance.hit_step_limit
+        assert utterance.alignment.shape == (len(utterance.tokens), len(utterance.tokens))
+        assert utterance.gate.shape == (len(utterance.tokens),)
         assert len(utterance.wave) == (len(utterance.mel) - 1) * synthesizer.feature_config.hop_length
 
 
@@ -109,11 +117,15 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def test_synth_int8_writes_its_wav(micro_checkpoint, tmp_path):
+def test_synth_int8_writes_its_wav_from_8_bit_lstms(micro_checkpoint, tmp_path, monkeypatch):
+    quantized = []
+    real_quantize = synth_module.int8_decoder_lstms
+    monkeypatch.setattr(synth_module, "int8_decoder_lstms", lambda model: (quantized.append(model), real_quantize(model)))
     out = tmp_path / "int8.wav"
     result = invoke("synth", micro_checkpoint, "Hello world.", "-o", out, "--int8", "--gl-iters", "2",
                     "--max-decoder-steps", "8", "--device", "cpu")
     assert result.exit_code == 0, result.output
+    assert len(quantized) == 1
     assert len(soundfile.read(out)[0]) > 0
 
 
@@ -188,6 +200,9 @@ def test_inspect_split_ranks_utterances_worst_first_and_plots_the_worst(micro_ch
     assert result.exit_code == 0, result.output
     scores = json.loads((out / "scores.json").read_text())
     assert [row["rank"] for row in scores] == [1, 2, 3, 4]
+    # worst first: verdicts in VERDICTS' order, then the lower focus rate
+    keys = [(VERDICTS.index(row["verdict"]), row["scores"]["focus_rate"]) for row in scores]
+    assert keys == sorted(keys)
     assert {"focus_rate", "coverage", "monotonicity", "skipped_spans", "repeated_spans", "stopped", "verdict"} <= set(scores[0]["scores"])
     assert scores[0]["teacher_forced"]["verdict"] in {"ok", "diffuse", "skips", "repeats"}
     assert len((out / "report.tsv").read_text().splitlines()) == 5
@@ -198,7 +213,9 @@ def test_inspect_split_ranks_utterances_worst_first_and_plots_the_worst(micro_ch
 def test_inspect_free_text_and_stored_ids(micro_checkpoint, small_store, tmp_path):
     text = invoke("inspect-alignment", micro_checkpoint, "--text", "Hello there.", "-o", tmp_path / "t", "--json",
                   "--max-decoder-steps", "10")
-    assert json.loads(text.output)[0]["scores"]["stopped"] in (True, False)
+    assert text.exit_code == 0, text.output
+    [row] = json.loads(text.output)
+    assert row["id"] == "text001" and row["text"] == "Hello there."
     assert (tmp_path / "t" / "001_text001.png").exists()
     missing = invoke("inspect-alignment", micro_checkpoint, "--store", small_store, "--id", "nope", "-o", tmp_path / "m")
     assert missing.exit_code == 1 and "no utterance nope" in missing.output

@@ -525,6 +525,8 @@ def test_the_cli_compile_flag_trains_with_a_compiled_decoder_step_and_saves_plai
     # the checkpoint (written with its plots and samples, by the compiled step too) holds the weights of any other run
     saved = load_checkpoint(run / "checkpoints" / step_file(4))["model"]
     plain = load_checkpoint(micro_run[0] / "checkpoints" / step_file(4))["model"]
+    # (the values differ: inductor draws the dropouts' masks from its own generator; test_model.py compares
+    # the compiled step with the eager one)
     assert {name: value.shape for name, value in saved.items()} == {name: value.shape for name, value in plain.items()}
 
 

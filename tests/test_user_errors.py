@@ -95,7 +95,7 @@ def test_synth_refuses_an_output_below_a_file_before_synthesizing(micro_checkpoi
     (tmp_path / "file").write_text("")
     monkeypatch.setattr("taco.pipeline.synth.Synthesizer.synthesize", lambda *args, **kwargs: pytest.fail("synthesized"))
     result = invoke("synth", micro_checkpoint, "Hello.", "-o", tmp_path / "file" / "hello.wav")
-    assert_one_line(result, str(tmp_path / "file"))
+    assert_one_line(result, f"{tmp_path / 'file'}: is a file, not a folder")
 
 
 def test_synth_refuses_a_text_file_with_no_lines_to_speak(micro_checkpoint, tmp_path):

@@ -208,11 +208,6 @@ def mel_spectrogram(wave: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
     return normalize(mel, config.normalization).mT
 
 
-def n_frames(n_samples: int, hop_length: int) -> int:
-    """Frames a centred STFT gives for a clip of n_samples."""
-    return 1 + n_samples // hop_length
-
-
 def normalize(mel: torch.Tensor, normalization: str) -> torch.Tensor:
     """Linear mel magnitude -> the normalized feature."""
     if normalization == "log":

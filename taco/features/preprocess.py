@@ -51,10 +51,18 @@ from taco.locking import LOCK_FILE, exclusive_lock
 from taco.progress import progress_bar
 
 # Utterances per shard: about 7 minutes of LJSpeech audio, 11 MB of mels. Small enough that 2 cores
-# share the bundled 200-utterance corpus, large enough that LJSpeech makes ~200 files, not 13,100.
+# share the bundled 300-utterance corpus, large enough that LJSpeech makes ~200 files, not 13,100.
 DEFAULT_SHARD_SIZE = 64
 # Longest clip kept: LJSpeech's longest is 10.1 s; much longer clips blow up a batch's padded frames.
 DEFAULT_MAX_SECONDS = 20.0
+# The LJSpeech layout: CORPUS/metadata.csv and CORPUS/wavs/ID.wav
+DEFAULT_METADATA = "metadata.csv"
+DEFAULT_AUDIO_DIR = "wavs"
+# The train/validation draw: 5% held out, drawn with NVIDIA/tacotron2's hparams seed
+DEFAULT_VAL_FRACTION = 0.05
+DEFAULT_SPLIT_SEED = 1234
+# threads, not processes: see preprocess()
+DEFAULT_BACKEND = "threading"
 
 
 # With --trim-db a clip may outlast max_seconds before trimming and not after, so its header refuses it only
@@ -83,17 +91,17 @@ def preprocess(
     features: FeatureConfig = FeatureConfig(),
     text: TextConfig = TextConfig(),
     *,
-    metadata: str | Path = "metadata.csv",
-    audio_dir: str | Path = "wavs",
+    metadata: str | Path = DEFAULT_METADATA,
+    audio_dir: str | Path = DEFAULT_AUDIO_DIR,
     train_metadata: str | Path | None = None,
     val_metadata: str | Path | None = None,
-    val_fraction: float = 0.05,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     val_count: int | None = None,
-    seed: int = 1234,
+    seed: int = DEFAULT_SPLIT_SEED,
     max_seconds: float = DEFAULT_MAX_SECONDS,
     shard_size: int = DEFAULT_SHARD_SIZE,
     jobs: int = -1,
-    backend: str = "threading",
+    backend: str = DEFAULT_BACKEND,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -105,7 +113,7 @@ def preprocess(
     `jobs` and `backend` go to joblib (-1: all cores; any backend name joblib knows, e.g. "loky", "dask").
     Threads are the default: the per-utterance work runs in torch, numpy, libsndfile and soxr, which
     release the GIL, so threads use every core without the second or so that each worker process
-    spends importing torch (on 1000 clips of 1.5-6 s, 2 threads take 0.6 of the time of 2 loky
+    spends importing torch (on 1000 clips of 1.5-6 s, 2 threads take about half the time of 2 loky
     processes; benchmarks/preprocess.py).
     Returns the store summary (see `summarize`). Raises StoreError or CorpusError for problems with the
     whole run; problems with single utterances are recorded as failures instead.

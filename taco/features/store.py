@@ -133,7 +133,8 @@ def _bytes_array(strings: list[str]) -> np.ndarray:
     return np.array([s.encode("utf-8") for s in strings], dtype=bytes) if strings else np.zeros(0, dtype="S1")
 
 
-def _strings(array: np.ndarray) -> list[str]:
+def utf8_strings(array: np.ndarray) -> list[str]:
+    """A shard's array of UTF-8 bytes (HDF5 holds no variable-length types here) as Python strings."""
     return [b.decode("utf-8") for b in array]
 
 
@@ -201,15 +202,15 @@ def read_shard_summary(path: Path) -> ShardSummary:
                 name=path.name,
                 fingerprint=str(shard.attrs["fingerprint"]),
                 checksum=file_checksum(path),
-                task_ids=_strings(shard["task_ids"][:]),
-                ids=_strings(shard["ids"][:]),
+                task_ids=utf8_strings(shard["task_ids"][:]),
+                ids=utf8_strings(shard["ids"][:]),
                 n_frames=np.diff(shard["mel_offsets"][:]),
                 n_tokens=np.diff(shard["token_offsets"][:]),
                 mel_sum=shard["mel_sum"][:],
                 mel_sq_sum=shard["mel_sq_sum"][:],
                 bins_at_floor=shard["bins_at_floor"][:],
                 bins_at_ceiling=shard["bins_at_ceiling"][:],
-                failures=list(zip(_strings(shard["failure_ids"][:]), _strings(shard["failure_reasons"][:]))),
+                failures=list(zip(utf8_strings(shard["failure_ids"][:]), utf8_strings(shard["failure_reasons"][:]))),
                 dropped_characters=json.loads(shard.attrs["dropped_characters"]),
                 unknown_words=json.loads(shard.attrs["unknown_words"]),
             )

@@ -11,7 +11,8 @@ import numpy as np
 
 from taco.errors import one_line
 from taco.features.mel import clip_limits
-from taco.features.store import FAILURES_COLUMNS, FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, file_checksum, read_tsv
+from taco.features.store import (FAILURES_COLUMNS, FAILURES_FILE, SHARD_DIR, SPLITS, FeatureStore, file_checksum, read_tsv,
+                                 utf8_strings)
 
 # Unknown words named in the text summary, most frequent first: a large corpus has many names and rare
 # words, and a wall of them would bury the rest; store.json and --json hold them all.
@@ -92,7 +93,7 @@ def _shard_problems(store, name, shard, indexed, n_mels, n_symbols) -> list[str]
     problems = []
     if shard.attrs["fingerprint"] != store.fingerprint:
         problems.append(f"{name}: fingerprint {shard.attrs['fingerprint']} differs from the store's {store.fingerprint}")
-    ids = [b.decode("utf-8") for b in shard["ids"][:]]
+    ids = utf8_strings(shard["ids"][:])
     if ids != [store.ids[i] for i in indexed] or list(store.rows[indexed]) != list(range(len(ids))):
         problems.append(f"{name}: utterance ids differ from the index")
         return problems

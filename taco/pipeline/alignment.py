@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 # Below this focus rate the attention has no usable peak: a flat matrix over T tokens scores 1/T (0.05 for
-# 20). Clean, monotonic diagonals of the `tiny` model (r=2, each step's weight spread over ~3 characters)
-# scored 0.38-0.45 on the bundled corpus (benchmarks/alignment.py), so the line sits well below them.
+# 20). Clean, monotonic diagonals scored 0.38-0.45 with `tiny` at r=2 (each step's weight spread over ~3
+# characters) and 0.75-0.78 at today's r=3, on the bundled and the held-out corpus (benchmarks/alignment.py),
+# so the line sits well below them.
 DIFFUSE_FOCUS_RATE = 0.25
 # A run of never-attended tokens this long is a skipped word, not a letter the model sped past.
 SKIP_MIN_TOKENS = 3

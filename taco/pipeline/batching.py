@@ -353,6 +353,21 @@ def collate(items: list[tuple[np.ndarray, np.ndarray]], reduction_factor: int = 
     return {"tokens": tokens, "token_lens": token_lens, "mels": mels, "mel_lens": mel_lens, "gate_targets": gate_targets}
 
 
+def similar_length_chunks(lengths: Sequence[int], size: int) -> list[list[int]]:
+    """The indices of `lengths`, shortest first, in chunks of `size`: a padded batch of items of similar
+    lengths runs about as long as each of them (synthesis, vocoding)."""
+    if size <= 0:
+        raise ValueError(f"the chunk size must be positive, got {size}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, non_blocking: bool = False) -> dict[str, torch.Tensor]:
+    """Every tensor of a collated batch on `device`. non_blocking: a copy from pinned memory overlaps the
+    device's work (a no-op on the CPU)."""
+    return {key: value.to(device, non_blocking=non_blocking) for key, value in batch.items()}
+
+
 def pad_tokens(token_ids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """1-D int64 token ID tensors -> (B, T_text) padded with PAD_ID, and their (B,) lengths."""
     token_lens = torch.tensor([len(ids) for ids in token_ids], dtype=torch.int64)

@@ -61,13 +61,13 @@ def save_checkpoint(path: Path, checkpoint: dict) -> None:
         raise CheckpointError(f"{path}: cannot write it ({error})") from None
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint without unpickling code (weights_only=True)."""
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint onto the CPU without unpickling code (weights_only=True)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
         raise CheckpointError(f"{path}: not a readable taco checkpoint ({type(error).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("checkpoint_format") != CHECKPOINT_FORMAT:

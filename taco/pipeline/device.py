@@ -23,3 +23,8 @@ def pick_device(requested: str | None) -> torch.device:
             count = torch.cuda.device_count()
             raise ValueError(f"device {requested!r} asked for, but this machine has {count} CUDA devices")
     return device
+
+
+def forked_rng(device: torch.device):
+    """A context whose random draws leave the global generator, and on CUDA the device's, as they were."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])

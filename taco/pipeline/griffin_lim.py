@@ -124,12 +124,6 @@ def griffin_lim_lines(
     return [batch[row, : (n - 1) * config.hop_length] for row, n in enumerate(frames)]
 
 
-def mel_to_wave(feature: torch.Tensor, config: FeatureConfig, iterations: int = DEFAULT_ITERATIONS,
-                power: float = 1.0) -> torch.Tensor:
-    """(..., n_mels, frames) normalized mel -> (..., samples) waveform."""
-    return griffin_lim(mel_to_magnitude(feature, config), config, iterations=iterations, power=power)
-
-
 def spectral_convergence(target: torch.Tensor, estimate: torch.Tensor) -> float:
     """||target - estimate||_F / ||target||_F of two magnitudes: 0 is a perfect reconstruction."""
     return (torch.linalg.norm(target - estimate) / torch.linalg.norm(target)).item()

@@ -9,7 +9,6 @@ the recognizer (taco.pipeline.asr), and OUT_DIR/report.html lets a reader listen
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -17,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from taco.features.store import FeatureStore
+from taco.features.store import FeatureStore, write_tsv_atomically
 from taco.features.text import decode, token_labels
 from taco.pipeline.alignment import AlignmentScores, score_alignment, severity
 from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
-from taco.pipeline.batching import collate
+from taco.pipeline.batching import collate, to_device
 from taco.pipeline.html_report import write_html_report
 from taco.pipeline.intelligibility import vocode_mel
 from taco.pipeline.plots import inspection_figure, save_figure
@@ -52,7 +51,7 @@ def inspect(
     limit: int | None = None,
     texts: list[str] | None = None,
     worst_plotted: int = DEFAULT_WORST_PLOTTED,
-    batch_size: int = 16,
+    batch_size: int = SynthConfig().batch_size,
     max_decoder_steps: int | None = None,
     seed: int = 0,
     device: str | None = None,
@@ -99,7 +98,7 @@ def inspect(
     report = [_as_json(row) for row in rows]
     (out_dir / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
     if split is not None:
-        _write_report(out_dir / "report.tsv", report)
+        write_tsv_atomically(out_dir / "report.tsv", report_columns(report), [report_line(row) for row in report])
     if asr:
         write_html_report(out_dir / "report.html", report)
     return report
@@ -144,7 +143,7 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
     for start in progress_bar(batch_starts, desc="inspect", unit="batch", disable=not progress):
         chunk = positions[start : start + config.batch_size]
         items = [store[i] for i in chunk]
-        batch = {key: value.to(device) for key, value in collate(items, r).items()}
+        batch = to_device(collate(items, r), device)
         forced = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
         free = model.infer(batch["tokens"], batch["token_lens"], config.max_decoder_steps)
         forced_steps = steps_for(batch["mel_lens"], r).tolist()
@@ -193,14 +192,6 @@ def _figure_maker(free_alignment, predicted_mel, gate, threshold, labels, title,
 def _as_json(row: dict) -> dict:
     converted = {key: (value.to_dict() if isinstance(value, AlignmentScores) else value) for key, value in row.items()}
     return {"rank": converted.pop("rank"), "id": converted.pop("id"), "verdict": row["scores"].verdict} | converted
-
-
-def _write_report(path: Path, report: list[dict]) -> None:
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file, delimiter="\t", lineterminator="\n")
-        writer.writerow(report_columns(report))
-        for row in report:
-            writer.writerow(report_line(row))
 
 
 def report_columns(report: list[dict]) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ import torch
 
 from taco.features.audio import load_audio
 from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
-from taco.pipeline.batching import collate
+from taco.pipeline.batching import collate, to_device
 from taco.pipeline.stored import SelectionError, open_store, select_positions, store_corpus
 from taco.pipeline.synth import SynthConfig, Synthesizer
 from taco.progress import progress_bar
@@ -115,7 +115,7 @@ def teacher_forced_waves(synthesizer: Synthesizer, items: list[tuple[np.ndarray,
     waves = []
     for start in range(0, len(items), config.batch_size):
         batch = collate(items[start : start + config.batch_size], synthesizer.model_config.reduction_factor)
-        batch = {key: value.to(synthesizer.device) for key, value in batch.items()}
+        batch = to_device(batch, synthesizer.device)
         output = synthesizer.model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
         waves += synthesizer.vocode(output.mels_postnet, batch["mel_lens"].tolist(), config)
     return waves

@@ -132,7 +132,7 @@ class ModelConfig(JsonConfig):
 PRESETS: dict[str, ModelConfig] = {
     # the paper / NVIDIA network: ~28M parameters
     "base": ModelConfig(),
-    # Small enough to learn an alignment on a 2-core CPU in minutes on ~14 minutes of espeak speech
+    # Small enough to learn an alignment on a 2-core CPU in minutes on the bundled 21 minutes of flite speech
     # (~1.9M parameters with 40 symbols and 80 mels). Every width is a quarter to half of base;
     # the prenet's and the RNNs' dropouts stay as in the paper (prenet dropout is what makes attention usable
     # at inference; without the RNNs' the free-running WER got worse: 0.62 against 0.57 on the bundled
@@ -161,7 +161,7 @@ PRESETS: dict[str, ModelConfig] = {
         postnet_layers=3,
         postnet_channels=128,
         conv_dropout=0.1,
-        # 400 steps x 3 frames = 1200 frames = 13.9 s, twice the longest bundled espeak utterance (6 s)
+        # 400 steps x 3 frames = 1200 frames = 13.9 s, twice the longest bundled utterance (6 s)
         max_decoder_steps=400,
     ),
 }

@@ -13,16 +13,20 @@ from tqdm import tqdm
 
 from taco.features.store import FeatureStore
 from taco.features.text import token_labels
-from taco.pipeline.batching import collate
+from taco.pipeline.batching import collate, to_device
 from taco.pipeline.checkpoint import (BEST_FILE, Progress, prune_checkpoints, remove_temporaries,
                                      save_checkpoint, step_file)
-from taco.pipeline.griffin_lim import mel_to_wave
+from taco.pipeline.device import forked_rng
+from taco.pipeline.griffin_lim import griffin_lim, mel_to_magnitude
 from taco.pipeline.losses import LossTerms
 from taco.pipeline.model import ModelConfig, Tacotron2
 from taco.pipeline.plots import alignment_figure, mel_figure, save_figure
-from taco.pipeline.reduction import steps_for
-from taco.pipeline.synth import peak_normalize, write_wav
+from taco.pipeline.synth import inference_item, peak_normalize, write_wav
 from taco.pipeline.train_config import TrainConfig
+
+
+# The run folder's checkpoints: step_NNNNNNNN.pt (the last few) and best.pt
+CHECKPOINT_DIR = "checkpoints"
 
 
 class RunWriter:
@@ -33,8 +37,8 @@ class RunWriter:
         self.store = store
         self.model_config = model_config
         self.train_config = train_config
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        remove_temporaries(run_dir / "checkpoints")
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        remove_temporaries(run_dir / CHECKPOINT_DIR)
         config = {
             "model": model_config.to_dict(),
             "training": train_config.to_dict(),
@@ -79,7 +83,7 @@ class RunWriter:
 
     def checkpoint(self, model, optimizer, scheduler, scaler, sampler, state: Progress, rng: list[dict]) -> None:
         """A step checkpoint (pruned to the last keep_last), then the samples of the model as it is now."""
-        directory = self.run_dir / "checkpoints"
+        directory = self.run_dir / CHECKPOINT_DIR
         save_checkpoint(directory / step_file(state.step), self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state, rng))
         prune_checkpoints(directory, self.train_config.keep_last)
         self.samples(model, state.step)
@@ -91,7 +95,7 @@ class RunWriter:
         if val_loss.total.item() < state.best_val_loss:
             state.best_val_loss = val_loss.total.item()
             checkpoint = self.checkpoint_dict(model, optimizer, scheduler, scaler, sampler, state, rng)
-            save_checkpoint(self.run_dir / "checkpoints" / BEST_FILE, checkpoint)
+            save_checkpoint(self.run_dir / CHECKPOINT_DIR / BEST_FILE, checkpoint)
 
     @torch.no_grad()
     def samples(self, model: Tacotron2, step: int) -> None:
@@ -101,28 +105,26 @@ class RunWriter:
         row, tokens, mel = self.sample
         store = self.store
         device = next(model.parameters()).device
-        batch = {key: value.to(device) for key, value in collate([(tokens, mel)], self.model_config.reduction_factor).items()}
+        batch = to_device(collate([(tokens, mel)], self.model_config.reduction_factor), device)
         model.eval()
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with forked_rng(device):
             forced = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
             free = model.infer(batch["tokens"], batch["token_lens"])
         labels = token_labels(tokens, store.text_config.symbols_version)
         forced_alignment = forced.alignments[0].float().cpu().numpy()
-        free_steps = steps_for(int(free.mel_lens[0]), self.model_config.reduction_factor)
-        free_alignment = free.alignments[0, :free_steps].float().cpu().numpy()
+        predicted, free_alignment, _ = inference_item(free, 0, len(tokens), self.model_config.reduction_factor)
         plots = self.run_dir / "plots"
         for name, alignment in (("teacher_forced", forced_alignment), ("free_running", free_alignment)):
             figure = alignment_figure(alignment, labels, f"{store.ids[row]}, step {step}, {name.replace('_', ' ')}")
             self.tensorboard.add_figure(f"alignment/{name}", figure, step, close=False)
             save_figure(figure, plots / f"alignment_{name}_step_{step:08d}.png")
-        predicted = free.mels[0, : int(free.mel_lens[0])].float().cpu().numpy()
         figure = mel_figure([mel, predicted], ["target", f"free running, step {step}"])
         self.tensorboard.add_figure("mel", figure, step, close=False)
         save_figure(figure, plots / f"mel_step_{step:08d}.png")
         features = store.feature_config
-        # (T, n_mels) -> (n_mels, T) for the vocoder
-        wave = mel_to_wave(torch.from_numpy(predicted.T.copy()), features, iterations=self.train_config.griffin_lim_iterations)
-        wave = peak_normalize(wave.numpy())
+        # (T, n_mels) -> (n_mels, T) -> (n_freqs, T)
+        magnitude = mel_to_magnitude(torch.from_numpy(predicted.T.copy()), features)
+        wave = peak_normalize(griffin_lim(magnitude, features, self.train_config.griffin_lim_iterations).numpy())
         self.tensorboard.add_audio("griffin_lim", wave[None, :], step, sample_rate=features.sample_rate)
         write_wav(self.run_dir / "samples" / f"step_{step:08d}.wav", wave, features.sample_rate)
         if free.hit_step_limit[0]:

@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 from taco.features.corpus import Entry, read_metadata
+from taco.features.preprocess import DEFAULT_AUDIO_DIR
 from taco.features.store import FeatureStore
 from taco.pipeline.synth import Synthesizer
 
-# preprocess's default audio folder; the store records the corpus folder and metadata files, not this.
-AUDIO_DIR = "wavs"
+# The store records the corpus folder and its metadata files, not the audio folder: the default is assumed.
+AUDIO_DIR = DEFAULT_AUDIO_DIR
 
 
 class SelectionError(Exception):

@@ -22,7 +22,7 @@ from taco.features.text import TextConfig, encode
 from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, load_weights
 from taco.pipeline.device import pick_device
 from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, griffin_lim_lines, mel_to_magnitude
-from taco.pipeline.batching import pad_tokens
+from taco.pipeline.batching import pad_tokens, similar_length_chunks
 from taco.pipeline.model import Inference, ModelConfig, Tacotron2
 from taco.pipeline.reduction import steps_for
 from taco.progress import progress_bar
@@ -122,12 +122,9 @@ class Synthesizer:
             if len(item.ids) <= int(self.text_config.add_eos):
                 raise ValueError(f"text {number} ({text!r}) has nothing the model can speak")
         torch.manual_seed(config.seed)
-        # similar lengths decode together: a batch runs as long as its longest item
-        order = sorted(range(len(texts)), key=lambda i: len(encoded[i].ids))
         results: list[Utterance | None] = [None] * len(texts)
         with progress_bar(total=len(texts), unit="line", desc="synth", disable=not progress) as bar:
-            for start in range(0, len(order), config.batch_size):
-                chunk = order[start : start + config.batch_size]
+            for chunk in similar_length_chunks([len(item.ids) for item in encoded], config.batch_size):
                 batch = self._synthesize_batch([texts[i] for i in chunk], [encoded[i] for i in chunk], config, vocode)
                 for i, utterance in zip(chunk, batch):
                     _refuse_nonfinite(i + 1, utterance, self.vocoder)
@@ -241,6 +238,10 @@ def check_output(path: Path) -> None:
     if kind not in soundfile.available_formats() or not soundfile.check_format(kind, SUBTYPE):
         extension = path.suffix or "a name without an extension"
         raise SynthesisError(f"{path}: libsndfile cannot write 16-bit PCM to {extension}; use .wav or .flac")
+    # the file system's own words for this ("File exists" or "Not a directory") do not say which path is in the way
+    in_the_way = next((folder for folder in (path.parent, *path.parent.parents) if folder.is_file()), None)
+    if in_the_way is not None:
+        raise SynthesisError(f"{in_the_way}: is a file, not a folder, so {path} cannot be written below it")
     path.parent.mkdir(parents=True, exist_ok=True)
 
 

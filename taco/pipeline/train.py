@@ -34,13 +34,13 @@ from tqdm import tqdm
 
 from taco.features.store import FeatureStore
 from taco.locking import exclusive_lock
-from taco.pipeline.batching import BucketBatchSampler, collate
+from taco.pipeline.batching import BucketBatchSampler, collate, to_device
 from taco.pipeline.checkpoint import (Progress, all_checkpoints, latest_checkpoint, load_newest, load_weights,
                                      restore_rng_states, rng_states)
-from taco.pipeline.device import pick_device
+from taco.pipeline.device import forked_rng, pick_device
 from taco.pipeline.losses import LossTerms, tacotron2_loss
 from taco.pipeline.model import ModelConfig, Tacotron2
-from taco.pipeline.run_folder import RunWriter
+from taco.pipeline.run_folder import CHECKPOINT_DIR, RunWriter
 from taco.pipeline.reduction import spread_over_frames, steps_for
 from taco.pipeline.train_config import TrainConfig, guided_attention_weight, learning_rate_factor, scheduled_sampling_rate
 from taco.progress import progress_bar
@@ -229,7 +229,7 @@ def train(
             "last_loss": _as_floats(last_terms),
             "last_val_loss": _as_floats(last_val_loss),
             "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
-            "checkpoint": str(latest_checkpoint(run_dir / "checkpoints")),
+            "checkpoint": str(latest_checkpoint(run_dir / CHECKPOINT_DIR)),
         }
 
 
@@ -332,10 +332,8 @@ def _train_step(model, optimizer, scaler, batch, model_config, train_config, ste
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
-    """The batch on `device`, and its token lengths also on the host, where the encoder packs by them.
-    non_blocking: a copy from pinned memory overlaps the device's work (a no-op on the CPU)."""
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()} | {
-        "host_token_lens": batch["token_lens"]}
+    """The batch on `device`, and its token lengths also on the host, where the encoder packs by them."""
+    return to_device(batch, device, non_blocking=True) | {"host_token_lens": batch["token_lens"]}
 
 
 class _Skips:
@@ -364,8 +362,8 @@ class _Skips:
             bar.write(f"{where}: loss or gradient was NaN/inf, skipped", file=sys.stderr)
         if longest >= max_in_a_row:
             raise TrainingError(
-                f"loss was NaN/inf for {longest} steps in a row by step {step}; the last good checkpoint is "
-                f"{latest_checkpoint(run_dir / 'checkpoints')}. Lower the learning rate or check the store with "
+                f"mels, loss or gradient were NaN/inf for {longest} steps in a row by step {step}; the last good checkpoint is "
+                f"{latest_checkpoint(run_dir / CHECKPOINT_DIR)}. Lower the learning rate or check the store with "
                 "taco store-info --verify"
             )
         self.longest, self.for_loss, self.checked_at = self.in_a_row, torch.zeros_like(self.for_loss), step
@@ -441,9 +439,9 @@ def _validate(model, val_loader, model_config, train_config, step, autocast_dtyp
     # the terms' frame-weighted sums, then the frames
     sums = torch.zeros(len(LossTerms._fields) + 1, device=device)
     # validation must not consume the training RNG (the prenet's dropout stays on in eval mode)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with forked_rng(device):
         for batch in val_loader:
-            batch = {key: value.to(device) for key, value in batch.items()}
+            batch = to_device(batch, device)
             with _autocast(autocast_dtype, device):
                 output = model(batch["tokens"], batch["token_lens"], batch["mels"], batch["mel_lens"])
             terms = _loss(output, batch, model_config, train_config, step)
@@ -502,7 +500,7 @@ def _autocast(dtype: torch.dtype | None, device: torch.device):
 
 def _checkpoint_to_resume(run_dir: Path, store: FeatureStore, resume: bool) -> tuple[Path | None, dict | None]:
     """The checkpoint to resume from and its path; (None, None) for a new run."""
-    checkpoint_dir = run_dir / "checkpoints"
+    checkpoint_dir = run_dir / CHECKPOINT_DIR
     if not resume:
         if existing := all_checkpoints(checkpoint_dir):
             raise TrainingError(f"{run_dir}: already holds checkpoints ({', '.join(path.name for path in existing)}); "

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from taco.config import JsonConfig
+from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS
 from taco.pipeline.losses import MEL_LOSSES
 
 AMP_MODES = ("bf16", "fp16", "none")
@@ -50,8 +51,8 @@ class TrainConfig(JsonConfig):
     checkpoint_every: int = 1000  # steps; also when alignment plots and audio samples are written
     keep_last: int = 3  # step checkpoints kept besides best.pt
     log_every: int = 50  # steps between TensorBoard scalar writes
-    max_nonfinite_steps: int = 20  # NaN/inf losses in a row before the run stops
-    griffin_lim_iterations: int = 32
+    max_nonfinite_steps: int = 20  # steps skipped in a row (NaN/inf mels, loss or gradient) before the run stops
+    griffin_lim_iterations: int = DEFAULT_ITERATIONS  # of the audio samples written at each checkpoint
 
     def __post_init__(self):
         if (self.batch_frames is None) == (self.batch_size is None):

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from taco.features.mel import MEL_FLOOR, FeatureConfig
+from taco.pipeline.batching import similar_length_chunks
 from taco.pipeline.device import pick_device
 from taco.pipeline.hifigan import Generator, HiFiGANConfig, fold_weight_norm, right_context_frames
 from taco.pipeline.synth import write_wav
@@ -190,13 +191,9 @@ class Vocoder:
         """(num_mels, frames) natural-log mels of any lengths -> their waveforms, in their order, vocoded
         `batch_size` (default: self.batch_size) at a time, mels of similar lengths together."""
         batch_size = self.batch_size if batch_size is None else batch_size
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        order = sorted(range(len(log_mels)), key=lambda i: log_mels[i].shape[1])
         waves: list[np.ndarray | None] = [None] * len(log_mels)
         with progress_bar(total=len(log_mels), unit="mel", desc="vocode", disable=not progress) as bar:
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
+            for chunk in similar_length_chunks([mel.shape[1] for mel in log_mels], batch_size):
                 frames = [log_mels[i].shape[1] for i in chunk]
                 batch = torch.full((len(chunk), self.config.num_mels, max(frames)), SILENCE)
                 for row, i in enumerate(chunk):
