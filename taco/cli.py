@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from taco.errors import read_utf8
 from taco.features.corpus import CorpusError
 from taco.features.mel import FFT_DTYPES, NORMALIZATIONS, FeatureConfig
 from taco.features.preprocess import (DEFAULT_AUDIO_DIR, DEFAULT_BACKEND, DEFAULT_MAX_SECONDS, DEFAULT_METADATA,
@@ -247,7 +248,7 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         raise click.UsageError("--vocoder-config and --half go with --vocoder")
     try:
         vocoder = Vocoder.from_file(vocoder_path, vocoder_config, device, half) if vocoder_path else None
-        texts = [text] if text is not None else [line.strip() for line in open(text_file, encoding="utf-8") if line.strip()]
+        texts = [text] if text is not None else [line.strip() for line in read_utf8(text_file).splitlines() if line.strip()]
         if not texts:
             raise SynthesisError(f"{text_file}: no lines to speak")
         if text is not None:

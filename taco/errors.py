@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def one_line(error: BaseException) -> str:
@@ -15,3 +16,12 @@ def one_line(error: BaseException) -> str:
         return os.strerror(error.errno)
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def read_utf8(path: str | os.PathLike) -> str:
+    """The text of `path`; a ValueError naming the file when it is not UTF-8 (a Latin-1 or UTF-16 file, or a
+    binary file given by mistake), where Python's own message names only a byte."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8") from None

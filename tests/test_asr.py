@@ -62,6 +62,7 @@ def test_the_recognizer_understands_a_flite_sentence_at_any_rate(recognizer, tmp
     assert recognizer.transcribe(wave, rate) == "the quick brown fox jumps over the lazy dog".split()
     # at the corpus rate it is resampled back to the recognizer's 16 kHz
     assert recognizer.transcribe(soxr.resample(wave, rate, 22050), 22050)[:3] == ["the", "quick", "brown"]
+    assert recognizer.transcribe(wave[:0], rate) == []  # a line that stopped after one frame says nothing
 
 
 def test_a_transcript_does_not_depend_on_the_utterance_before_it(recognizer, tmp_path):

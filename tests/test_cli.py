@@ -109,6 +109,18 @@ def test_verify_finds_a_damaged_shard(make_corpus, tmp_path, damage, problem):
     assert f"00000.h5: {problem}" in result.output
 
 
+def test_verify_lists_a_shard_whose_hdf5_structure_is_damaged_instead_of_failing(make_corpus, tmp_path):
+    store = tmp_path / "store"
+    invoke("preprocess", make_corpus(2), store, "--jobs", "1", "--quiet")
+    shard = store / "shards" / "00000.h5"
+    data = bytearray(shard.read_bytes())
+    data[25] ^= 0xFF  # inside the superblock's addresses: h5py raises KeyError ("addr overflow") on opening objects
+    shard.write_bytes(bytes(data))
+    result = invoke("store-info", store, "--verify")
+    assert result.exit_code == 1
+    assert "00000.h5: content differs from the checksum" in result.output and "00000.h5: cannot be read (" in result.output
+
+
 def test_an_index_row_naming_a_shard_outside_the_store_is_refused(make_corpus, tmp_path):
     store = tmp_path / "store"
     invoke("preprocess", make_corpus(2), store, "--jobs", "1", "--quiet")

@@ -3,6 +3,7 @@ never with a traceback; the edge cases they can still serve are served with a wa
 
 import errno
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -55,12 +56,65 @@ def test_a_checkpoint_save_on_a_full_disk_leaves_no_temporary_file(tmp_path, mon
     ("max_steps", "100", "TrainConfig.max_steps must be int, got '100'"),
     ("batch_frames", [4000], "TrainConfig.batch_frames must be int | None, got [4000]"),
     ("learning_rate", True, "TrainConfig.learning_rate must be float, got True"),
+    # values that would fail later without the file's name, or train wrongly
+    ("grad_clip", -1.0, "TrainConfig.grad_clip must be positive, got -1.0"),
+    ("guided_attention_sigma", 0.0, "TrainConfig.guided_attention_sigma must be positive, got 0.0"),
+    ("num_workers", -1, "TrainConfig.num_workers must be >= 0, got -1"),
+    ("batch_frames", 0, "TrainConfig.batch_frames must be positive, got 0"),
 ])
 def test_train_refuses_a_config_value_of_the_wrong_json_type(small_store, tmp_path, field, value, expected):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"training": {field: value}}))
     result = invoke("train", small_store, tmp_path / "run", "--config", config, "--device", "cpu", "--quiet")
     assert_one_line(result, f"{config}: {expected}")
+
+
+def test_configs_from_another_taco_version_are_refused_naming_the_file(small_store, micro_checkpoint, tmp_path):
+    newer = changed_checkpoint(micro_checkpoint, tmp_path / "newer.pt",
+                               lambda checkpoint: checkpoint["model_config"].update(flow_steps=4))
+    assert_one_line(invoke("synth", newer, "Hello.", "-o", tmp_path / "hello.wav"),
+                    f"{newer}: unknown ModelConfig fields: ['flow_steps'] (made by another taco version?)")
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    info = json.loads((store / "store.json").read_text())
+    info["text_config"]["symbols_version"] = 99
+    (store / "store.json").write_text(json.dumps(info))
+    result = invoke("train", store, tmp_path / "run", "--device", "cpu", "--quiet")
+    assert_one_line(result, f"{store / 'store.json'}: ", "(made by another taco version?)")
+
+
+def test_resuming_with_another_number_of_processes_says_how_many_the_run_had(small_store, micro_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(micro_run[0], run)
+    newest = run / "checkpoints" / "step_00000008.pt"
+    changed_checkpoint(newest, newest, lambda checkpoint: checkpoint["sampler"].update(world_size=2))
+    result = invoke("train", small_store, run, "--resume", "--device", "cpu", "--quiet")
+    assert_one_line(result, f"{newest}: saved by a run of 2 processes, resumed by 1",
+                    "torchrun --nproc_per_node 2")
+
+
+def test_utterances_longer_than_a_batch_are_refused_with_the_two_ways_out(small_store, tmp_path):
+    result = invoke("train", small_store, tmp_path / "run", "--batch-frames", "10", "--device", "cpu", "--quiet")
+    assert_one_line(result, f"{small_store}: ", "utterances are longer than a batch of batch_frames=10 frames",
+                    "raise --batch-frames, or preprocess again with a lower --max-seconds")
+
+
+def test_a_config_naming_its_preset_by_anything_but_a_string_is_refused(small_store, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"preset": ["tiny"]}))
+    result = invoke("train", small_store, tmp_path / "run", "--config", config, "--device", "cpu", "--quiet")
+    assert_one_line(result, f"{config}: unknown preset ['tiny']")
+
+
+def test_text_that_is_not_utf_8_is_refused_naming_the_file(small_store, micro_checkpoint, tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_bytes("Caf\u00e9 au lait.\n".encode("cp1252"))
+    result = invoke("synth", micro_checkpoint, "--text-file", lines, "--out-dir", tmp_path / "out")
+    assert_one_line(result, f"{lines}: not UTF-8 text (byte 3: invalid continuation byte); save it as UTF-8")
+    config = tmp_path / "config.json"
+    config.write_bytes(b"\x80\x02 a checkpoint given by mistake")
+    result = invoke("train", small_store, tmp_path / "run", "--config", config, "--device", "cpu", "--quiet")
+    assert_one_line(result, f"{config}: not UTF-8 text (byte 0: invalid start byte)")
 
 
 def test_an_unknown_device_is_refused_by_train_and_synth(small_store, micro_checkpoint, tmp_path):

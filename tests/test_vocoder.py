@@ -263,11 +263,17 @@ def test_bad_input_gets_one_line_naming_the_file_and_the_reason(micro_checkpoint
     lonely = tmp_path / "lonely" / "generator"
     lonely.parent.mkdir()
     lonely.write_bytes(generator_file.read_bytes())
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    archive = tmp_path / "archive.npz"
+    np.savez(archive, mel=speech_log_mel[:, :20].numpy())
     code_carrying = tmp_path / "code_carrying.pt"
     torch.save({"generator": {}, "where": Path("/")}, code_carrying)  # any class outside weights_only's list
     cases = [
         (("vocode", generator_file, transposed), f"{transposed}: shape (20, 80), the vocoder takes (80, frames) (transposed?"),
         (("vocode", generator_file, few_bands), f"{few_bands}: shape (40, 20), the vocoder takes (80, frames)"),
+        (("vocode", generator_file, empty), f"{empty}: not a readable .npy array"),
+        (("vocode", generator_file, archive), f"{archive}: an archive of arrays (mel), not one .npy mel"),
         (("vocode", lonely, transposed), f"{lonely.parent / 'config.json'}: no such HiFi-GAN config"),
         (("vocode", micro_checkpoint, transposed, "--vocoder-config", generator_file.parent / "config.json"),
          f"{micro_checkpoint}: not a HiFi-GAN generator file (no 'generator' state dict"),

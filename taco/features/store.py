@@ -299,6 +299,11 @@ class FeatureStore:
         missing = [key for key in STORE_KEYS if key not in self.info]
         if missing:
             raise StoreError(f"{self.path / STORE_FILE}: lacks {', '.join(missing)}; {REMAKE}")
+        try:  # here, so that every later read of the configs (the properties below) works
+            FeatureConfig.from_dict(self.info["feature_config"])
+            TextConfig.from_dict(self.info["text_config"])
+        except ValueError as error:
+            raise StoreError(f"{self.path / STORE_FILE}: {error} (made by another taco version?); {REMAKE}") from None
         for name in self.info["shards"]:
             if not SHARD_NAME.fullmatch(name):
                 raise StoreError(f"{self.path / STORE_FILE}: {name!r} is not a shard name; {REMAKE}")

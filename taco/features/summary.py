@@ -84,7 +84,7 @@ def verify_store(store: FeatureStore) -> list[str]:
                 problems.append(f"{name}: content differs from the checksum recorded when it was written")
             with h5py.File(path, "r") as shard:
                 problems += _shard_problems(store, name, shard, indexed, n_mels, n_symbols)
-        except OSError as error:
+        except Exception as error:  # h5py raises KeyError, TypeError, ValueError... for damaged structures
             problems.append(f"{name}: cannot be read ({one_line(error)})")
     return problems
 

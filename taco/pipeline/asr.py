@@ -42,9 +42,12 @@ class Recognizer:
         self._decoder = _decoder_class()(samprate=RECOGNIZER_SAMPLE_RATE, loglevel="FATAL")
 
     def transcribe(self, wave: np.ndarray, sample_rate: int) -> list[str]:
-        """(samples,) float audio in [-1, 1] at `sample_rate` -> the recognized words, lowercase."""
-        if wave.ndim != 1 or len(wave) == 0:
-            raise ValueError(f"transcribe needs a non-empty mono waveform, got shape {wave.shape}")
+        """(samples,) float audio in [-1, 1] at `sample_rate` -> the recognized words, lowercase. An empty
+        waveform (a model that stopped after one frame) says nothing."""
+        if wave.ndim != 1:
+            raise ValueError(f"transcribe needs a mono waveform, got shape {wave.shape}")
+        if len(wave) == 0:
+            return []
         if sample_rate != RECOGNIZER_SAMPLE_RATE:
             wave = soxr.resample(wave, sample_rate, RECOGNIZER_SAMPLE_RATE, quality="HQ")
         pcm = (np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)

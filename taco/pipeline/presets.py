@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from taco.errors import read_utf8
 from taco.pipeline.device import pick_device
 from taco.pipeline.model import PRESETS as MODEL_PRESETS
 from taco.pipeline.model import ModelConfig
@@ -66,7 +67,7 @@ def load_config(spec: str) -> tuple[ModelConfig, TrainConfig]:
     if not path.is_file():
         raise ValueError(f"config {spec!r} is neither a preset ({', '.join(TRAINING_PRESETS)}) nor a file")
     try:
-        overrides = json.loads(path.read_text())
+        overrides = json.loads(read_utf8(path))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     return configs_from(overrides, str(path))
@@ -80,7 +81,7 @@ def configs_from(overrides, source: str = "config") -> tuple[ModelConfig, TrainC
     if not isinstance(overrides, dict) or set(overrides) - set(CONFIG_KEYS):
         raise ValueError(f"{source}: a config file is a JSON object with only the keys {CONFIG_KEYS}")
     preset = overrides.get("preset", "tiny")
-    if preset not in TRAINING_PRESETS:
+    if not isinstance(preset, str) or preset not in TRAINING_PRESETS:
         raise ValueError(f"{source}: unknown preset {preset!r}; choose one of {sorted(TRAINING_PRESETS)}")
     for key in ("model", "training"):
         if not isinstance(overrides.get(key, {}), dict):

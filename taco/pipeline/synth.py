@@ -97,9 +97,12 @@ class Synthesizer:
         for key in ("model", "model_config", "feature_config", "text_config", "symbols"):
             if key not in checkpoint:
                 raise CheckpointError(f"{checkpoint_path}: checkpoint lacks {key!r}")
-        self.model_config = ModelConfig.from_dict(checkpoint["model_config"])
-        self.feature_config = FeatureConfig.from_dict(checkpoint["feature_config"])
-        self.text_config = TextConfig.from_dict(checkpoint["text_config"])
+        try:
+            self.model_config = ModelConfig.from_dict(checkpoint["model_config"])
+            self.feature_config = FeatureConfig.from_dict(checkpoint["feature_config"])
+            self.text_config = TextConfig.from_dict(checkpoint["text_config"])
+        except ValueError as error:
+            raise CheckpointError(f"{checkpoint_path}: {error} (made by another taco version?)") from None
         self.symbols = checkpoint["symbols"]
         self.model = Tacotron2(self.model_config)
         load_weights(self.model, checkpoint, checkpoint_path)

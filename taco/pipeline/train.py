@@ -91,8 +91,11 @@ def train(
             model_config = dataclasses.replace(model_config, n_symbols=len(store.symbols),
                                                n_mels=store.feature_config.n_mels)
         if checkpoint is not None:
-            saved = (ModelConfig.from_dict(checkpoint["model_config"]),
-                     TrainConfig.from_dict(checkpoint["training_config"]))
+            try:
+                saved = (ModelConfig.from_dict(checkpoint["model_config"]),
+                         TrainConfig.from_dict(checkpoint["training_config"]))
+            except ValueError as error:
+                raise TrainingError(f"{checkpoint_path}: {error} (made by another taco version?)") from None
             if model_config is not None:
                 _refuse_other_configs(run_dir, (model_config, train_config), saved, max_steps)
             model_config, train_config = saved
@@ -125,6 +128,10 @@ def train(
             if "scaler" in checkpoint and autocast_dtype == torch.float16:
                 scaler.load_state_dict(checkpoint["scaler"])
             state = Progress(**checkpoint["progress"])
+            saved_world_size = checkpoint["sampler"].get("world_size")
+            if saved_world_size != world_size:  # its batches were dealt to that many ranks
+                raise TrainingError(f"{checkpoint_path}: saved by a run of {saved_world_size} processes, resumed by "
+                                    f"{world_size}; resume it with as many (torchrun --nproc_per_node {saved_world_size})")
             sampler.load_state_dict(checkpoint["sampler"])
             restore_rng_states(checkpoint["rng"], rank, device)
         if compile_decoder and world_size > 1:
@@ -253,6 +260,11 @@ def make_loaders(store: FeatureStore, model_config: ModelConfig, train_config: T
     train_rows = store.split_indices("train")
     if len(train_rows) < world_size:
         raise TrainingError(f"{store.path}: {len(train_rows)} training utterances, fewer than {world_size} ranks")
+    too_long = int((store.n_frames > (train_config.batch_frames or math.inf)).sum())
+    if too_long:
+        raise TrainingError(f"{store.path}: {too_long} utterances are longer than a batch of batch_frames="
+                            f"{train_config.batch_frames} frames (the longest has {store.n_frames.max()}); raise "
+                            "--batch-frames, or preprocess again with a lower --max-seconds")
     sampler = BucketBatchSampler(store.n_frames[train_rows], max_frames=train_config.batch_frames,
                                  batch_size=train_config.batch_size, seed=train_config.seed, rank=rank,
                                  world_size=world_size)

@@ -61,9 +61,16 @@ class TrainConfig(JsonConfig):
             raise ValueError(f"TrainConfig.mel_loss must be one of {MEL_LOSSES}, got {self.mel_loss!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"TrainConfig.amp must be one of {AMP_MODES}, got {self.amp!r}")
-        for name in ("max_steps", "checkpoint_every", "keep_last", "log_every", "max_nonfinite_steps"):
+        # a zero or negative grad_clip would reverse every step, a zero sigma make every loss NaN
+        positive = ("max_steps", "checkpoint_every", "keep_last", "log_every", "max_nonfinite_steps", "grad_clip",
+                    "guided_attention_sigma", "gate_pos_weight")
+        for name in positive + tuple(name for name in ("batch_frames", "batch_size") if getattr(self, name) is not None):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("warmup_steps", "weight_decay", "guided_attention_weight", "guided_attention_half_life",
+                     "ctc_weight", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.scheduled_sampling <= 1:
             raise ValueError(f"TrainConfig.scheduled_sampling must be in [0, 1], got {self.scheduled_sampling}")
         if self.scheduled_sampling_ramp < 0:

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taco.errors import one_line
 from taco.features.mel import MEL_FLOOR, FeatureConfig
 from taco.pipeline.batching import similar_length_chunks
 from taco.pipeline.device import pick_device
@@ -209,8 +210,10 @@ def read_mel(path: str | os.PathLike, n_mels: int) -> np.ndarray:
     path = Path(path)
     try:
         mel = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise VocoderError(f"{path}: not a readable .npy array ({error})") from None
+    except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file, left by a killed writer
+        raise VocoderError(f"{path}: not a readable .npy array ({one_line(error)})") from None
+    if not isinstance(mel, np.ndarray):  # an .npz archive of several arrays
+        raise VocoderError(f"{path}: an archive of arrays ({', '.join(mel.files)}), not one .npy mel")
     if mel.ndim == 3 and mel.shape[0] == 1:
         mel = mel[0]
     if mel.ndim != 2 or mel.shape[0] != n_mels or mel.shape[1] == 0:
