@@ -20,6 +20,7 @@ from taco.features.audio import load_audio
 from taco.features.mel import DB_MAX, MEL_FLOOR, FeatureConfig, mel_spectrogram
 from taco.features.preprocess import preprocess
 from taco.features.store import STORE_KEYS, FeatureStore, StoreError
+from taco.features.summary import verify_store
 from taco.features.text import TextConfig, encode
 
 from conftest import add_utterance, bundled_lines, librosa_mel, loud_cosine_wav
@@ -253,6 +254,24 @@ def test_rerun_skips_complete_shards_and_finishes_an_interrupted_store(make_corp
         np.testing.assert_array_equal(store[i][1], reference[i])
     assert {name: (store_dir / name).read_text() for name in reference_files} == reference_files
     assert store.info["stats"] == reference_stats  # the reused shards' sums count as the remade one's do
+
+
+def test_rerun_remakes_a_shard_whose_bytes_changed_since_its_checksum_was_recorded(make_corpus, tmp_path):
+    corpus, store_dir = make_corpus(4), tmp_path / "store"
+    run(corpus, store_dir, shard_size=2)
+    reference = [FeatureStore(store_dir)[i][1] for i in range(4)]
+    damaged, intact = sorted((store_dir / "shards").glob("*.h5"))
+    with h5py.File(damaged, "r+") as shard:
+        shard["mels"][0, 0] += 1.0  # readable, right ids and fingerprint: only the checksum tells
+    untouched = intact.stat().st_mtime_ns
+
+    run(corpus, store_dir, shard_size=2)
+
+    assert intact.stat().st_mtime_ns == untouched
+    store = FeatureStore(store_dir)
+    for i in range(4):
+        np.testing.assert_array_equal(store[i][1], reference[i])
+    assert verify_store(store) == []
 
 
 def test_kill_9_mid_run_leaves_no_shard_taken_for_complete_and_a_rerun_finishes(make_corpus, tmp_path):

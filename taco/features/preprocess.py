@@ -132,7 +132,7 @@ def preprocess(
     # one writer per store: a second run would delete the first one's temporary shards; writing() words a
     # read-only disk or a path below a file (where the lock file cannot be made) in one line
     with writing(store_dir), exclusive_lock(store_dir, "feature store"):
-        _prepare_store_dir(store_dir, store_fingerprint, overwrite)
+        recorded = _prepare_store_dir(store_dir, store_fingerprint, overwrite)
 
         info = {
             "format_version": FORMAT_VERSION,
@@ -152,7 +152,7 @@ def preprocess(
             ShardTask(number, tuple(entries[start : start + shard_size]))
             for number, start in enumerate(range(0, len(entries), shard_size))
         ]
-        parts, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint, split)
+        parts, pending = _reusable_shards(store_dir / SHARD_DIR, tasks, store_fingerprint, split, recorded)
         with progress_bar(
             total=len(entries),
             initial=len(entries) - sum(len(task.entries) for task in pending),
@@ -201,8 +201,10 @@ def _read_corpus(corpus_dir, audio_path, metadata, train_metadata, val_metadata,
     return entries, failures, split, recipe
 
 
-def _prepare_store_dir(store_dir: Path, store_fingerprint: str, overwrite: bool) -> None:
-    """Refuse a folder made with another configuration (unless overwrite), or one that is not a store."""
+def _prepare_store_dir(store_dir: Path, store_fingerprint: str, overwrite: bool) -> dict[str, str]:
+    """Refuse a folder made with another configuration (unless overwrite), or one that is not a store. Returns
+    the shard checksums a finished run of this configuration recorded (none after an interrupted run)."""
+    recorded = {}
     if (store_dir / STORE_FILE).is_file():
         try:
             previous = read_store_json(store_dir)
@@ -225,16 +227,21 @@ def _prepare_store_dir(store_dir: Path, store_fingerprint: str, overwrite: bool)
             for name in (STORE_FILE, INDEX_FILE, FAILURES_FILE):
                 (store_dir / name).unlink(missing_ok=True)
             shutil.rmtree(store_dir / SHARD_DIR, ignore_errors=True)
+        else:
+            recorded = previous.get("shards", {})
     elif any(path.name != LOCK_FILE for path in store_dir.iterdir()):
         # never delete a folder we did not make, even with overwrite
         raise StoreError(f"{store_dir}: exists, is not empty, and is not a taco feature store; choose another folder")
     (store_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     for leftover in (store_dir / SHARD_DIR).glob("*.tmp-*"):
         leftover.unlink()  # a shard a killed run was writing: never complete, never read
+    return recorded
 
 
-def _reusable_shards(shard_dir: Path, tasks: list[ShardTask], store_fingerprint: str, split: dict[str, str]):
-    """Index parts of the shards already complete for these tasks, and the tasks still to run."""
+def _reusable_shards(shard_dir: Path, tasks: list[ShardTask], store_fingerprint: str, split: dict[str, str],
+                     recorded: dict[str, str]):
+    """Index parts of the shards already complete for these tasks, and the tasks still to run. A shard whose
+    bytes differ from the checksum `recorded` for it (damaged since) is made again."""
     done, pending = [], []
     for task in tasks:
         path = shard_dir / shard_name(task.number)
@@ -244,7 +251,8 @@ def _reusable_shards(shard_dir: Path, tasks: list[ShardTask], store_fingerprint:
                 summary = read_shard_summary(path)
             except StoreError:
                 summary = None  # unreadable: make it again
-        if summary is not None and summary.fingerprint == store_fingerprint and summary.task_ids == task.ids:
+        intact = summary is not None and recorded.get(summary.name, summary.checksum) == summary.checksum
+        if intact and summary.fingerprint == store_fingerprint and summary.task_ids == task.ids:
             done.append(_IndexPart.of(summary, split))
         else:
             pending.append(task)
