@@ -111,8 +111,11 @@ def preprocess_command(corpus_dir, store_dir, metadata, audio_dir, train_metadat
                                  n_mels=n_mels, f_min=f_min, f_max=f_max, normalization=normalization, trim_db=trim_db,
                                  fft_precision=fft_precision)
         text = TextConfig(cleaners=cleaners, front_end=front_end)
+        if (train_metadata is None) != (val_metadata is None):
+            raise click.UsageError("--train-metadata and --val-metadata go together")
         if dask_scheduler:
             backend = "dask"
+        if backend == "dask":
             _connect_dask(dask_scheduler)
         with interrupted_by_signals():
             summary = preprocess(
@@ -131,13 +134,14 @@ def preprocess_command(corpus_dir, store_dir, metadata, audio_dir, train_metadat
         raise click.ClickException(f"no utterance could be processed; the reasons are in {store_dir}/failures.tsv")
 
 
-def _connect_dask(address: str) -> None:
+def _connect_dask(address: str | None) -> None:
     try:
         from dask.distributed import Client  # noqa: PLC0415 (optional extra)
     except ImportError:
-        raise click.ClickException("--dask-scheduler needs dask.distributed: pip install 'taco[dask]'") from None
+        raise click.ClickException("the dask backend needs dask.distributed: pip install 'taco[dask]'") from None
     # joblib's dask backend runs tasks on the client created last
-    Client(address)
+    if address:
+        Client(address)
 
 
 @main.command("store-info")

@@ -1,6 +1,7 @@
 """The `taco` command through click's CliRunner: exit codes, one-line errors, JSON output."""
 
 import json
+import sys
 import resource
 import shutil
 import signal
@@ -237,3 +238,15 @@ def test_help_explains_each_command():
         assert invoke(command, "--help").exit_code == 0
     help_text = invoke("preprocess", "--help").output
     assert "--val-fraction" in help_text and "[default: 0.05; 0<=x<1]" in help_text and "dask" in help_text
+
+
+def test_preprocess_refuses_half_a_split_and_a_dask_backend_without_dask_naming_the_options(make_corpus, tmp_path,
+                                                                                           monkeypatch):
+    corpus = make_corpus(1)
+    half_a_split = CliRunner().invoke(main, ["preprocess", str(corpus), str(tmp_path / "a"), "--train-metadata",
+                                             "metadata.csv"])
+    assert half_a_split.exit_code == 2 and "--train-metadata and --val-metadata go together" in half_a_split.output
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # importing it now raises ImportError
+    result = invoke("preprocess", corpus, tmp_path / "b", "--backend", "dask", "--quiet")
+    assert result.exit_code == 1
+    assert result.output == "Error: the dask backend needs dask.distributed: pip install 'taco[dask]'\n"
