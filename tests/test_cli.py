@@ -1,10 +1,10 @@
 """The `taco` command through click's CliRunner: exit codes, one-line errors, JSON output."""
 
 import json
-import sys
 import resource
 import shutil
 import signal
+import sys
 
 import h5py
 import numpy as np
