@@ -267,6 +267,10 @@ def test_bad_input_gets_one_line_naming_the_file_and_the_reason(micro_checkpoint
     empty.write_bytes(b"")
     archive = tmp_path / "archive.npz"
     np.savez(archive, mel=speech_log_mel[:, :20].numpy())
+    in_the_way = tmp_path / "in_the_way"
+    in_the_way.write_text("")
+    fine = tmp_path / "fine.npy"
+    np.save(fine, speech_log_mel[:, :20].numpy())
     code_carrying = tmp_path / "code_carrying.pt"
     torch.save({"generator": {}, "where": Path("/")}, code_carrying)  # any class outside weights_only's list
     cases = [
@@ -282,8 +286,10 @@ def test_bad_input_gets_one_line_naming_the_file_and_the_reason(micro_checkpoint
         (("vocode", code_carrying, transposed, "--vocoder-config", generator_file.parent / "config.json"),
          f"{code_carrying}: not a readable torch file"),
     ]
+    cases.append((("vocode", generator_file, fine), f"{in_the_way}: is a file, not a folder"))
     for args, message in cases:
-        result = invoke(*args, "-o", tmp_path / "out")
+        out = in_the_way / "out" if message.startswith(str(in_the_way)) else tmp_path / "out"
+        result = invoke(*args, "-o", out)
         assert result.exit_code == 1, result.output
         assert message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1, result.output

@@ -41,7 +41,7 @@ from taco.features.mel import MEL_FLOOR, FeatureConfig
 from taco.pipeline.batching import similar_length_chunks
 from taco.pipeline.device import pick_device
 from taco.pipeline.hifigan import Generator, HiFiGANConfig, fold_weight_norm, right_context_frames
-from taco.pipeline.synth import write_wav
+from taco.pipeline.synth import check_output, write_wav
 from taco.progress import progress_bar
 
 # The reference ships each generator beside the config it was trained with, under this name.
@@ -236,6 +236,8 @@ def vocode_files(generator_path: str | os.PathLike, mel_paths: list[str | os.Pat
         raise VocoderError(f"two mels would both be written to {twice}: give mels of distinct names")
     vocoder = Vocoder.from_file(generator_path, config_path, device, half)
     mels = [read_mel(path, vocoder.config.num_mels) for path in mel_paths]
+    if outputs:
+        check_output(outputs[0])  # the folder can be made, before the vocoding
     waves = vocoder.vocode_each(mels, batch_size, progress)
     for output, wave in zip(outputs, waves):
         write_wav(output, wave, vocoder.sample_rate)
