@@ -30,6 +30,7 @@ from taco.pipeline.synth import (DEFAULT_POWER, SHORT_MEL_FRAMES, SynthConfig, S
                                  to_log_mel, write_wav)
 from taco.pipeline.train import TrainingError, train
 from taco.pipeline.vocoder import GPU_BATCH_SIZE as VOCODE_GPU_BATCH_SIZE, Vocoder, VocoderError, vocode_files
+from taco.progress import print_above_bars
 from taco.signals import Interrupted, exit_status, interrupted_by_signals
 
 # Errors that mean "this input cannot be used": one line to the user, never a traceback.
@@ -245,11 +246,14 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
     speak, and with phonemes the words it spells out letter by letter, are reported. With phonemes,
     {HH AH0 L OW1} in the text forces a pronunciation. Griffin-Lim turns the mels into audio (--gl-iters,
     --power), or with --vocoder a HiFi-GAN generator (see `taco vocode --help` for what it must match).
+    Each wav is written as soon as its batch is done: an error on a later line, or Ctrl-C (SIGTERM, exit
+    status 130/143), keeps those already written.
     """
     if (text is None) == (text_file is None):
         raise click.UsageError("give TEXT or --text-file, not both")
     if (vocoder_config or half) and not vocoder_path:
         raise click.UsageError("--vocoder-config and --half go with --vocoder")
+    paths, written = [], 0
     try:
         vocoder = Vocoder.from_file(vocoder_path, vocoder_config, device, half) if vocoder_path else None
         texts = [text] if text is not None else [line.strip() for line in read_utf8(text_file).splitlines() if line.strip()]
@@ -263,30 +267,42 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         config = SynthConfig(batch_size=batch_size, max_decoder_steps=max_decoder_steps,
                              griffin_lim_iterations=gl_iters, power=power, seed=seed)
         synthesizer = Synthesizer(checkpoint, device, vocoder, int8)
-        utterances = synthesizer.synthesize(texts, config, progress=not quiet and len(texts) > 1)
+        with interrupted_by_signals():
+            # each line is written as soon as its batch is done: a stop or a late error keeps the finished ones
+            for i, utterance in synthesizer.synthesize_each(texts, config, progress=not quiet and len(texts) > 1):
+                _write_utterance(paths[i], utterance, synthesizer.feature_config, save_mel)
+                written += 1
     except USER_ERRORS as error:
-        raise click.ClickException(str(error)) from None
-    rate = synthesizer.feature_config.sample_rate
-    for path, utterance in zip(paths, utterances):
-        try:
-            write_wav(path, utterance.wave, rate)
-            if save_mel:
-                np.save(path.with_suffix(".npy"), to_log_mel(utterance.mel, synthesizer.feature_config.normalization))
-        except USER_ERRORS as error:  # a disk that filled up while synthesizing
-            raise click.ClickException(str(error)) from None
-        if utterance.dropped:
-            dropped = ", ".join(f"{char!r} x{count}" for char, count in utterance.dropped.items())
-            click.echo(f"warning: {path.name}: cannot speak {dropped}; left out", err=True)
-        if utterance.unknown_words:
-            words = ", ".join(repr(word) for word in utterance.unknown_words)
-            click.echo(f"warning: {path.name}: not in the pronouncing dictionary, spelled out letter by letter: {words}; "
-                       "force a pronunciation in braces, e.g. {HH AH0 L OW1}", err=True)
-        if utterance.hit_step_limit:
-            click.echo(f"warning: {path.name}: reached the decoder step limit without stopping; written as cut", err=True)
-        if len(utterance.mel) <= SHORT_MEL_FRAMES:
-            click.echo(f"warning: {path.name}: the gate stopped after {len(utterance.mel)} frames; written as it is",
-                       err=True)
-        click.echo(f"{path}  {len(utterance.wave) / rate:.2f} s")
+        raise click.ClickException(str(error) + _kept(written, paths, out_dir)) from None
+    except Interrupted as stop:
+        click.echo(f"{stop}{_kept(written, paths, out_dir)}", err=True)
+        sys.exit(exit_status(stop.signum))
+
+
+def _kept(written: int, paths: list, out_dir) -> str:
+    """What a stopped run leaves behind, for its last line: the wavs written before the stop, if any."""
+    return f"; {written} of the {len(paths)} wavs were written to {out_dir} before it" if written else ""
+
+
+def _write_utterance(path: Path, utterance, features: FeatureConfig, save_mel: bool) -> None:
+    """Write one synthesized line (and with `save_mel` its log mel), and say what is odd about it."""
+    write_wav(path, utterance.wave, features.sample_rate)
+    if save_mel:
+        np.save(path.with_suffix(".npy"), to_log_mel(utterance.mel, features.normalization))
+    if utterance.dropped:
+        dropped = ", ".join(f"{char!r} x{count}" for char, count in utterance.dropped.items())
+        print_above_bars(f"warning: {path.name}: cannot speak {dropped}; left out", err=True)
+    if utterance.unknown_words:
+        words = ", ".join(repr(word) for word in utterance.unknown_words)
+        print_above_bars(f"warning: {path.name}: not in the pronouncing dictionary, spelled out letter by letter: "
+                         f"{words}; force a pronunciation in braces, e.g. {{HH AH0 L OW1}}", err=True)
+    if utterance.hit_step_limit:
+        print_above_bars(f"warning: {path.name}: reached the decoder step limit without stopping; written as cut",
+                         err=True)
+    if len(utterance.mel) <= SHORT_MEL_FRAMES:
+        print_above_bars(f"warning: {path.name}: the gate stopped after {len(utterance.mel)} frames; written as it is",
+                         err=True)
+    print_above_bars(f"{path}  {len(utterance.wave) / features.sample_rate:.2f} s")
 
 
 @main.command("vocode")
@@ -319,14 +335,23 @@ def vocode_command(generator, mels, out_dir, vocoder_config, batch_size, half, d
     each bin's square root, below the 1e-5 clamp; it trained on clips at peak 0.95, so quieter mels give
     quieter audio. After each mel the generator hears silence, so a mel gives the same samples alone and
     in a batch; the reference's zero padding (a loud log-mel) can differ in the last 14 frames' samples.
+    Each wav is written as soon as it is done: Ctrl-C (SIGTERM, exit status 130/143) keeps those written.
     """
+    written = []
+
+    def say_written(path: Path, seconds: float) -> None:
+        written.append(path)
+        print_above_bars(f"{path}  {seconds:.2f} s")
+
     try:
-        written = vocode_files(generator, list(mels), out_dir, vocoder_config, batch_size, device, half,
-                               progress=not quiet and len(mels) > 1)
+        with interrupted_by_signals():
+            vocode_files(generator, list(mels), out_dir, vocoder_config, batch_size, device, half,
+                         progress=not quiet and len(mels) > 1, on_written=say_written)
     except USER_ERRORS as error:
-        raise click.ClickException(str(error)) from None
-    for path, seconds in written:
-        click.echo(f"{path}  {seconds:.2f} s")
+        raise click.ClickException(str(error) + _kept(len(written), mels, out_dir)) from None
+    except Interrupted as stop:
+        click.echo(f"{stop}{_kept(len(written), mels, out_dir)}", err=True)
+        sys.exit(exit_status(stop.signum))
 
 
 @main.command("inspect-alignment")
@@ -362,16 +387,22 @@ def inspect_command(checkpoint, store_dir, ids, split, limit, texts, out_dir, wo
       repeated      jumps back of 3+ tokens, or one token held far longer than usual (a stall)
     Verdict, the first that applies: no-stop (the gate never fired before the step limit),
     diffuse (focus rate below 0.25), skips, repeats, ok.
+
+    Ctrl-C (SIGTERM) writes the report of the utterances done so far and exits with 130 (143).
     """
     try:
-        report = inspect(
-            checkpoint, out_dir, store_dir=store_dir, ids=list(ids) or None, split=split, limit=limit,
-            texts=list(texts) or None, worst_plotted=worst, batch_size=batch_size,
-            max_decoder_steps=max_decoder_steps, seed=seed, device=device, asr=asr, corpus_dir=corpus_dir,
-            progress=split is not None,
-        )
+        with interrupted_by_signals():
+            report = inspect(
+                checkpoint, out_dir, store_dir=store_dir, ids=list(ids) or None, split=split, limit=limit,
+                texts=list(texts) or None, worst_plotted=worst, batch_size=batch_size,
+                max_decoder_steps=max_decoder_steps, seed=seed, device=device, asr=asr, corpus_dir=corpus_dir,
+                progress=split is not None,
+            )
     except USER_ERRORS as error:
         raise click.ClickException(str(error)) from None
+    except Interrupted as stop:
+        click.echo(str(stop), err=True)
+        sys.exit(exit_status(stop.signum))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -23,3 +23,11 @@ def progress_bar(iterable: Iterable | None = None, file: IO[str] | None = None, 
     if not file.isatty():
         options["mininterval"] = LOG_REDRAW_SECONDS
     return tqdm(iterable, file=file, **options)
+
+
+def print_above_bars(line: str, err: bool = False) -> None:
+    """Print a line (to stdout, or stderr with `err`) while a bar may be live: tqdm clears its bars, prints
+    the line (flushed, so that a log keeps stdout and stderr in order) and draws them again below it."""
+    file = sys.stderr if err else sys.stdout
+    with tqdm.external_write_mode(file=file):
+        print(line, file=file, flush=True)

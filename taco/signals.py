@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+from typing import Iterable
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -27,10 +28,10 @@ def ignore_stop_signals(*_) -> None:
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped the work; `signum` says which."""
+    """SIGINT or SIGTERM stopped the work; `signum` says which, and `kept`, when given, what was saved."""
 
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+    def __init__(self, signum: int, kept: str | None = None):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}" + (f"; {kept}" if kept else ""))
         self.signum = signum
 
 
@@ -44,6 +45,21 @@ def interrupted_by_signals():
 
     with _handled(interrupt):
         yield
+
+
+def until_interrupted(items: Iterable) -> tuple[list, Interrupted | None]:
+    """The items of `items` produced before a stop, and the stop (None when all were): for long work whose
+    finished part is worth saving. Ctrl-C without interrupted_by_signals (KeyboardInterrupt, as in a
+    notebook) stops it too, as SIGINT."""
+    done = []
+    try:
+        for item in items:
+            done.append(item)
+    except Interrupted as stop:
+        return done, stop
+    except KeyboardInterrupt:
+        return done, Interrupted(signal.SIGINT)
+    return done, None
 
 
 class StopRequest:

@@ -1,5 +1,5 @@
 """Shared fixtures: real speech from the bundled flite corpus, small corpora built from it, a micro training
-run, and a gate rule that makes inference stop where a test wants."""
+run, a gate rule that makes inference stop where a test wants, and a signal sent at a chosen call."""
 
 from __future__ import annotations
 
@@ -165,3 +165,17 @@ def micro_run(small_store, tmp_path_factory) -> tuple[Path, dict]:
 def micro_checkpoint(micro_run) -> Path:
     """The last checkpoint of the MICRO run: a real, barely trained model."""
     return micro_run[0] / "checkpoints" / "step_00000008.pt"
+
+
+def signal_on_call(function, number: int, signum: int):
+    """`function`, but its call `number` first sends this process `signum` (as Ctrl-C or a scheduler would)."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == number:
+            os.kill(os.getpid(), signum)  # the handler raises here, before the call
+        return function(*args, **kwargs)
+
+    wrapped.calls = calls
+    return wrapped

@@ -1,7 +1,9 @@
 """Speech recognition (taco.pipeline.asr), the intelligibility evaluation and `inspect-alignment --asr`."""
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -9,6 +11,7 @@ import soundfile
 from click.testing import CliRunner
 
 from taco.cli import main
+from taco.pipeline import inspect as inspect_module
 from taco.pipeline.asr import reference_words, word_edits, word_error_rate
 from taco.pipeline.html_report import write_html_report
 
@@ -132,6 +135,32 @@ def test_inspect_asr_adds_words_and_wer_and_writes_a_listenable_report(recognize
     edits = sum(word_edits(row["reference"].split(), row["recognized"].split()) for row in scores)
     words = sum(len(row["reference"].split()) for row in scores)
     assert f"word error rate of the synthesized lines (pocketsphinx): {edits / words:.1%} of {words} words" in result.output
+
+
+def test_an_inspection_stopped_while_recognizing_reports_the_lines_heard(micro_checkpoint, small_store, tmp_path,
+                                                                         monkeypatch):
+    class StopOnTheSecondLine:
+        """A recognizer that hears "hello" and is stopped (Ctrl-C) while transcribing the second line."""
+
+        heard = 0
+
+        def transcribe(self, wave, sample_rate):
+            StopOnTheSecondLine.heard += 1
+            if StopOnTheSecondLine.heard == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+            return ["hello"]
+
+    monkeypatch.setattr(inspect_module, "Recognizer", StopOnTheSecondLine)
+    out = tmp_path / "alignment"
+    args = ["inspect-alignment", str(micro_checkpoint), "--store", str(small_store), "--split", "val", "--asr",
+            "-o", str(out), "--max-decoder-steps", "30"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 130, result.output
+    assert result.output.splitlines()[-1] == (f"interrupted by SIGINT; the report in {out} covers the 1 of 2 "
+                                              "utterances inspected before it")
+    [row] = json.loads((out / "scores.json").read_text())
+    assert row["rank"] == 1 and row["recognized"] == "hello"
+    assert f'src="{row["audio"]}"' in (out / "report.html").read_text()
 
 
 def test_the_listening_page_puts_the_worst_word_error_rate_first_and_escapes_the_text(tmp_path):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from taco.features.store import FeatureStore
-from taco.signals import Interrupted, StopRequest, exit_status, interrupted_by_signals
+from taco.signals import Interrupted, StopRequest, exit_status, interrupted_by_signals, until_interrupted
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -28,6 +28,20 @@ def test_a_stop_request_only_notes_the_signal_and_restores_the_handlers_after():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_long_work_keeps_what_it_produced_before_a_stop_and_ctrl_c_counts_as_sigint():
+    def count(stop):
+        yield 1
+        yield 2
+        raise stop
+
+    assert until_interrupted(iter([1, 2])) == ([1, 2], None)
+    done, stop = until_interrupted(count(Interrupted(signal.SIGTERM)))
+    assert done == [1, 2] and stop.signum == signal.SIGTERM
+    done, stop = until_interrupted(count(KeyboardInterrupt()))
+    assert done == [1, 2] and stop.signum == signal.SIGINT and str(stop) == "interrupted by SIGINT"
+    assert str(Interrupted(signal.SIGINT, "2 kept")) == "interrupted by SIGINT; 2 kept"
 
 
 def test_a_group_sigterm_stops_preprocess_with_status_143_and_a_rerun_finishes_the_store(make_corpus, tmp_path):

@@ -1,6 +1,9 @@
 """Synthesis: Griffin-Lim, mel inversion, the NVIDIA log-mel export, and taco synth / inspect-alignment."""
 
 import json
+import os
+import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,15 +11,16 @@ import soundfile
 import torch
 from click.testing import CliRunner
 
+from taco import cli
 from taco.cli import main
 from taco.features.mel import FeatureConfig, magnitude_stft, mel_filterbank, mel_spectrogram, normalize
-from taco.pipeline import synth as synth_module
+from taco.pipeline import inspect as inspect_module, synth as synth_module
 from taco.pipeline.alignment import VERDICTS
 from taco.pipeline.checkpoint import load_checkpoint
 from taco.pipeline.griffin_lim import griffin_lim, griffin_lim_lines, mel_to_magnitude, spectral_convergence
 from taco.pipeline.synth import SynthConfig, Synthesizer, peak_normalize, to_log_mel
 
-from conftest import stop_after_one_step_per_token
+from conftest import signal_on_call, stop_after_one_step_per_token
 
 
 def test_griffin_lim_rebuilds_a_speech_magnitude_with_spectral_convergence_below_0_1(speech):
@@ -219,3 +223,64 @@ def test_inspect_free_text_and_stored_ids(micro_checkpoint, small_store, tmp_pat
     assert (tmp_path / "t" / "001_text001.png").exists()
     missing = invoke("inspect-alignment", micro_checkpoint, "--store", small_store, "--id", "nope", "-o", tmp_path / "m")
     assert missing.exit_code == 1 and "no utterance nope" in missing.output
+
+
+def test_a_stopped_synth_keeps_the_wavs_it_wrote_and_exits_with_the_signals_status(micro_checkpoint, tmp_path,
+                                                                                   monkeypatch):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("One.\nTwo, two.\nThree, three, three.\n")
+    out = tmp_path / "out"
+    write = signal_on_call(cli.write_wav, 2, signal.SIGTERM)
+    monkeypatch.setattr(cli, "write_wav", write)
+    result = invoke("synth", micro_checkpoint, "--text-file", lines, "--out-dir", out, "--batch-size", "1",
+                    "--gl-iters", "1", "--max-decoder-steps", "20")
+    assert result.exit_code == 143, result.output
+    assert f"interrupted by SIGTERM; 1 of the 3 wavs were written to {out} before it" in result.output
+    first_written = write.calls[0][0]
+    assert [path.name for path in out.iterdir()] == [first_written.name]
+    assert f"{first_written}  " in result.output and "Traceback" not in result.output
+
+
+def test_a_late_error_in_synth_keeps_the_lines_finished_before_it(micro_checkpoint, tmp_path, monkeypatch):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("One.\nTwo, two.\nThree, three, three.\n")
+    out = tmp_path / "out"
+
+    def refuse_the_second(number, utterance, vocoder):
+        refused.append(number)
+        if len(refused) == 2:
+            raise synth_module.SynthesisError(f"text {number}: broken")
+
+    refused = []
+    monkeypatch.setattr(synth_module, "_refuse_nonfinite", refuse_the_second)
+    result = invoke("synth", micro_checkpoint, "--text-file", lines, "--out-dir", out, "--batch-size", "1",
+                    "--gl-iters", "1", "--max-decoder-steps", "20")
+    assert result.exit_code == 1
+    assert f"Error: text {refused[1]}: broken; 1 of the 3 wavs were written to {out} before it" in result.output
+    assert [path.name for path in out.iterdir()] == [f"{refused[0]:04d}.wav"]
+
+
+def test_a_wav_is_complete_or_absent_when_writing_it_is_stopped(tmp_path, monkeypatch):
+    def write_half_then_stop(file, *args, **kwargs):
+        Path(file).write_bytes(b"RIFF")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth_module.soundfile, "write", write_half_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        synth_module.write_wav(tmp_path / "line.wav", np.zeros(100, np.float32), 22050)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stopped_inspection_writes_the_report_of_the_utterances_done(micro_checkpoint, small_store, tmp_path,
+                                                                      monkeypatch):
+    out = tmp_path / "report"
+    monkeypatch.setattr(inspect_module, "inference_item", signal_on_call(inspect_module.inference_item, 3, signal.SIGINT))
+    result = invoke("inspect-alignment", micro_checkpoint, "--store", small_store, "--split", "train", "--limit", "4",
+                    "--batch-size", "1", "-o", out, "--max-decoder-steps", "30")
+    assert result.exit_code == 130, result.output
+    assert result.output.splitlines()[-1] == (f"interrupted by SIGINT; the report in {out} covers the 2 of 4 "
+                                              "utterances inspected before it")
+    scores = json.loads((out / "scores.json").read_text())
+    assert [row["rank"] for row in scores] == [1, 2]
+    assert len((out / "report.tsv").read_text().splitlines()) == 3
+    assert sorted(path.name for path in out.glob("*.png")) == sorted(row["plot"] for row in scores)

@@ -4,6 +4,7 @@ check, and `taco synth --vocoder` / `taco vocode`."""
 import copy
 import dataclasses
 import json
+import signal
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,10 @@ from taco.cli import main
 from taco.features.mel import FeatureConfig, log_mel, mel_spectrogram
 from taco.pipeline.hifigan import Generator, HiFiGANConfig, fold_weight_norm, right_context_frames
 from taco.pipeline.synth import SynthConfig, Synthesizer
+from taco.pipeline import vocoder as vocoder_module
 from taco.pipeline.vocoder import FRAME_BUCKET, GPU_BATCH_SIZE, Vocoder, VocoderError, load_generator
+
+from conftest import signal_on_call
 
 # Names and shapes of the public V1, V2 and V3 generators, written by scripts/hifigan_manifest.py from the
 # reference's own code and configs (github.com/jik876/hifi-gan).
@@ -252,6 +256,21 @@ def test_vocode_writes_one_wav_per_mel_named_after_it_at_its_own_length(generato
         wave, rate = soundfile.read(out / f"{name}.wav")
         assert rate == 22050 and len(wave) == n * 256
     assert "short.wav  0.13 s" in result.output
+
+
+def test_a_stopped_vocode_keeps_the_wavs_it_wrote_and_exits_with_the_signals_status(generator_file, speech_log_mel,
+                                                                                      tmp_path, monkeypatch):
+    mels = []
+    for name, n in {"a": 11, "b": 30, "c": 50}.items():
+        mels.append(tmp_path / f"{name}.npy")
+        np.save(mels[-1], speech_log_mel[:, :n].numpy())
+    out = tmp_path / "wavs"
+    write = signal_on_call(vocoder_module.write_wav, 2, signal.SIGINT)
+    monkeypatch.setattr(vocoder_module, "write_wav", write)
+    result = invoke("vocode", generator_file, *mels, "-o", out, "-q")
+    assert result.exit_code == 130, result.output
+    assert result.output.splitlines()[-1] == f"interrupted by SIGINT; 1 of the 3 wavs were written to {out} before it"
+    assert [path.name for path in out.iterdir()] == [write.calls[0][0].name]
 
 
 def test_bad_input_gets_one_line_naming_the_file_and_the_reason(micro_checkpoint, generator_file, speech_log_mel,

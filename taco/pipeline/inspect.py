@@ -13,7 +13,9 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable, Iterator, NamedTuple
 
+import numpy as np
 import torch
 
 from taco.features.store import FeatureStore, write_tsv_atomically
@@ -28,6 +30,7 @@ from taco.pipeline.reduction import steps_for
 from taco.pipeline.stored import SelectionError, open_store, select_positions, store_corpus
 from taco.pipeline.synth import SynthConfig, Synthesizer, inference_item, write_wav
 from taco.progress import progress_bar
+from taco.signals import Interrupted, until_interrupted
 
 # Utterances plotted from a `--split` report: the worst few say what is wrong; all would bury them.
 DEFAULT_WORST_PLOTTED = 5
@@ -68,6 +71,9 @@ def inspect(
     `asr` adds to each row the free-running line's wav, what the recognizer heard and its word error rate
     against the corpus text (`corpus_dir`, else the corpus store.json records; when neither is there,
     against the stored tokens' text), plots every utterance and writes OUT_DIR/report.html.
+
+    A stop (Ctrl-C, or SIGINT/SIGTERM under taco.signals.interrupted_by_signals) ends the inspection where
+    it is: the report of the utterances done so far is written, and Interrupted raised saying so.
     """
     if sum(x is not None for x in (ids, split, texts)) != 1:
         raise InspectError("inspect one of: stored ids, a stored split, or texts")
@@ -79,29 +85,46 @@ def inspect(
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = {}
     if texts is not None:
-        rows, figures, mels = _inspect_texts(synthesizer, texts, config, progress)
+        total = len(texts)
+        done, stop = until_interrupted(_inspect_texts(synthesizer, texts, config, progress))
     else:
         store = open_store(store_dir, checkpoint_path, synthesizer)
         positions = select_positions(store, ids, split, limit)
-        rows, figures, mels = _inspect_stored(synthesizer, store, positions, config, progress)
         if asr:
             corpus = _corpus_if_there(store, corpus_dir)
-    order = sorted(range(len(rows)), key=lambda i: severity(rows[i]["scores"]))
-    rows = [rows[i] | {"rank": rank} for rank, i in enumerate(order, start=1)]
-    if asr:
-        _recognize(rows, [mels[i] for i in order], corpus, synthesizer, config, recognizer, out_dir, progress)
-    plotted = order[:worst_plotted] if split is not None and not asr else order
-    for rank, i in enumerate(plotted, start=1):
-        name = f"{rank:03d}_{_safe(rows[rank - 1]['id'])}.png"
-        save_figure(figures[i](), out_dir / name)
-        rows[rank - 1]["plot"] = name
+        total = len(positions)
+        done, stop = until_interrupted(_inspect_stored(synthesizer, store, positions, config, progress))
+    # in their given order, then worst first (sorted keeps that order among equals)
+    done = sorted(sorted(done, key=lambda item: item.position), key=lambda item: severity(item.row["scores"]))
+    rows = [item.row | {"rank": rank} for rank, item in enumerate(done, start=1)]
+    if asr and stop is None:
+        recognized, stop = until_interrupted(_recognize(rows, [item.mel for item in done], corpus, synthesizer,
+                                                        config, recognizer, out_dir, progress))
+        rows = rows[: len(recognized)]  # the worst aligned: recognition goes in rank order
+    plotted = len(rows) if split is None or asr else worst_plotted
+    for row, item in zip(rows[:plotted], done):
+        row["plot"] = f"{row['rank']:03d}_{_safe(row['id'])}.png"
+        save_figure(item.figure(), out_dir / row["plot"])
     report = [_as_json(row) for row in rows]
     (out_dir / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
     if split is not None:
         write_tsv_atomically(out_dir / "report.tsv", report_columns(report), [report_line(row) for row in report])
-    if asr:
+    if report and "wer" in report[0]:
         write_html_report(out_dir / "report.html", report)
+    if stop is not None:
+        raise Interrupted(stop.signum, f"the report in {out_dir} covers the {len(report)} of {total} utterances "
+                                       "inspected before it")
     return report
+
+
+class Inspected(NamedTuple):
+    """One inspected utterance: its place among those asked for, its report row, the maker of its plot
+    (drawn only if plotted) and its free-running mel."""
+
+    position: int
+    row: dict
+    figure: Callable
+    mel: np.ndarray
 
 
 def _corpus_if_there(store: FeatureStore, corpus_dir) -> dict:
@@ -115,9 +138,10 @@ def _corpus_if_there(store: FeatureStore, corpus_dir) -> dict:
 
 
 def _recognize(rows: list[dict], mels, corpus: dict, synthesizer: Synthesizer, config: SynthConfig,
-               recognizer: Recognizer, out_dir: Path, progress: bool) -> None:
+               recognizer: Recognizer, out_dir: Path, progress: bool) -> Iterator[dict]:
     """Vocode each row's free-running mel, write it to OUT_DIR/NAME.wav (and copy the recording, when there
-    is one, to OUT_DIR/recordings/), and add what the recognizer heard and its word error rate to the row."""
+    is one, to OUT_DIR/recordings/), add what the recognizer heard and its word error rate to the row, and
+    yield the row, in order."""
     sample_rate = synthesizer.feature_config.sample_rate
     for row, mel in progress_bar(list(zip(rows, mels)), desc="recognize", unit="line", disable=not progress):
         entry = corpus.get(row["id"])
@@ -132,13 +156,14 @@ def _recognize(rows: list[dict], mels, corpus: dict, synthesizer: Synthesizer, c
             row["recording"] = f"recordings/{entry.audio_path.name}"
             (out_dir / "recordings").mkdir(exist_ok=True)
             shutil.copyfile(entry.audio_path, out_dir / row["recording"])
+        yield row
 
 
-@torch.no_grad()
-def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, config: SynthConfig, progress):
+@torch.no_grad()  # torch wraps each step of a generator
+def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, config: SynthConfig,
+                    progress) -> Iterator[Inspected]:
     model, r, device = synthesizer.model, synthesizer.model_config.reduction_factor, synthesizer.device
     torch.manual_seed(config.seed)
-    rows, figures, mels = [], [], []
     batch_starts = range(0, len(positions), config.batch_size)
     for start in progress_bar(batch_starts, desc="inspect", unit="batch", disable=not progress):
         chunk = positions[start : start + config.batch_size]
@@ -154,33 +179,31 @@ def _inspect_stored(synthesizer: Synthesizer, store: FeatureStore, positions, co
             scores = score_alignment(free_alignment, stopped=not bool(free.hit_step_limit[row]))
             version = synthesizer.text_config.symbols_version
             labels = token_labels(tokens, version)
-            rows.append({
+            report_row = {
                 "id": store.ids[position],
                 "text": decode(tokens, version),
                 "scores": scores,
                 "teacher_forced": score_alignment(forced_alignment),
                 "frames": len(free_mel),
                 "target_frames": len(target),
-            })
-            figures.append(_figure_maker(
+            }
+            figure = _figure_maker(
                 free_alignment, free_mel, gate,
                 synthesizer.model_config.gate_threshold, labels, f"{store.ids[position]}: {scores.verdict}",
                 forced_alignment, target,
-            ))
-            mels.append(free_mel)
-    return rows, figures, mels
+            )
+            yield Inspected(start + row, report_row, figure, free_mel)
 
 
-def _inspect_texts(synthesizer: Synthesizer, texts, config: SynthConfig, progress):
-    utterances = synthesizer.synthesize(texts, config, progress=progress, vocode=False)
-    rows, figures = [], []
-    for number, utterance in enumerate(utterances, start=1):
+def _inspect_texts(synthesizer: Synthesizer, texts, config: SynthConfig, progress) -> Iterator[Inspected]:
+    for i, utterance in synthesizer.synthesize_each(texts, config, progress=progress, vocode=False):
+        number = i + 1
         scores = score_alignment(utterance.alignment, stopped=not utterance.hit_step_limit)
         labels = token_labels(utterance.tokens, synthesizer.text_config.symbols_version)
-        rows.append({"id": f"text{number:03d}", "text": utterance.text, "scores": scores, "frames": len(utterance.mel)})
-        figures.append(_figure_maker(utterance.alignment, utterance.mel, utterance.gate,
-                                     synthesizer.model_config.gate_threshold, labels, f"text {number}: {scores.verdict}"))
-    return rows, figures, [utterance.mel for utterance in utterances]
+        row = {"id": f"text{number:03d}", "text": utterance.text, "scores": scores, "frames": len(utterance.mel)}
+        figure = _figure_maker(utterance.alignment, utterance.mel, utterance.gate,
+                               synthesizer.model_config.gate_threshold, labels, f"text {number}: {scores.verdict}")
+        yield Inspected(i, row, figure, utterance.mel)
 
 
 def _figure_maker(free_alignment, predicted_mel, gate, threshold, labels, title, forced_alignment=None, target_mel=None):

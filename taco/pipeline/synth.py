@@ -11,7 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import soundfile
@@ -113,27 +113,35 @@ class Synthesizer:
             vocoder.check_features(self.feature_config, checkpoint_path)
         self.vocoder = vocoder
 
-    @torch.no_grad()
     def synthesize(self, texts: list[str], config: SynthConfig = SynthConfig(), progress: bool = False,
                    vocode: bool = True) -> list[Utterance]:
         """Mels, alignments and (with `vocode`) waveforms for `texts`, in their order.
 
         Texts with nothing to speak raise ValueError naming them; a NaN/inf mel or waveform raises
         SynthesisError naming its text."""
+        results: list[Utterance | None] = [None] * len(texts)
+        for i, utterance in self.synthesize_each(texts, config, progress, vocode):
+            results[i] = utterance
+        return results
+
+    @torch.no_grad()  # torch wraps each step of a generator
+    def synthesize_each(self, texts: list[str], config: SynthConfig = SynthConfig(), progress: bool = False,
+                        vocode: bool = True) -> Iterator[tuple[int, Utterance]]:
+        """(position in `texts`, utterance) as each batch finishes, so that a caller can write each line
+        as soon as it is done. Batches hold lines of similar lengths, so the positions come in no fixed
+        order. Every text is checked before the first is synthesized; errors as `synthesize`."""
         encoded = [encode(text, self.text_config) for text in texts]
         for number, (text, item) in enumerate(zip(texts, encoded), start=1):
             if len(item.ids) <= int(self.text_config.add_eos):
                 raise ValueError(f"text {number} ({text!r}) has nothing the model can speak")
         torch.manual_seed(config.seed)
-        results: list[Utterance | None] = [None] * len(texts)
         with progress_bar(total=len(texts), unit="line", desc="synth", disable=not progress) as bar:
             for chunk in similar_length_chunks([len(item.ids) for item in encoded], config.batch_size):
                 batch = self._synthesize_batch([texts[i] for i in chunk], [encoded[i] for i in chunk], config, vocode)
                 for i, utterance in zip(chunk, batch):
                     _refuse_nonfinite(i + 1, utterance, self.vocoder)
-                    results[i] = utterance
+                    yield i, utterance
                 bar.update(len(chunk))
-        return results
 
     def _synthesize_batch(self, texts, encoded, config: SynthConfig, vocode: bool) -> list[Utterance]:
         tokens, token_lens = pad_tokens([torch.tensor(item.ids, dtype=torch.int64) for item in encoded])
@@ -249,12 +257,17 @@ def check_output(path: Path) -> None:
 
 
 def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM, mono."""
+    """16-bit PCM, mono, in the format path's extension names; written under a temporary name and renamed,
+    so that a stop or a full disk never leaves a truncated file at `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
     try:
-        soundfile.write(path, wave, sample_rate, subtype=SUBTYPE)
+        soundfile.write(temporary, wave, sample_rate, subtype=SUBTYPE, format=path.suffix[1:].upper())
+        os.replace(temporary, path)
     except soundfile.SoundFileError as error:  # libsndfile's own, for a full disk say
         raise SynthesisError(f"{path}: cannot write it ({error})") from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def to_log_mel(mel: np.ndarray, normalization: str) -> np.ndarray:

@@ -32,6 +32,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -191,18 +192,23 @@ class Vocoder:
                     progress: bool = False) -> list[np.ndarray]:
         """(num_mels, frames) natural-log mels of any lengths -> their waveforms, in their order, vocoded
         `batch_size` (default: self.batch_size) at a time, mels of similar lengths together."""
-        batch_size = self.batch_size if batch_size is None else batch_size
         waves: list[np.ndarray | None] = [None] * len(log_mels)
+        for i, wave in self.vocode_as_done(log_mels, batch_size, progress):
+            waves[i] = wave
+        return waves
+
+    def vocode_as_done(self, log_mels: list[np.ndarray], batch_size: int | None = None,
+                       progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+        """As vocode_each, but (position in `log_mels`, waveform) as each batch finishes, in no fixed order."""
+        batch_size = self.batch_size if batch_size is None else batch_size
         with progress_bar(total=len(log_mels), unit="mel", desc="vocode", disable=not progress) as bar:
             for chunk in similar_length_chunks([mel.shape[1] for mel in log_mels], batch_size):
                 frames = [log_mels[i].shape[1] for i in chunk]
                 batch = torch.full((len(chunk), self.config.num_mels, max(frames)), SILENCE)
                 for row, i in enumerate(chunk):
                     batch[row, :, : frames[row]] = torch.from_numpy(log_mels[i])
-                for i, wave in zip(chunk, self.vocode(batch, frames)):
-                    waves[i] = wave
+                yield from zip(chunk, self.vocode(batch, frames))
                 bar.update(len(chunk))
-        return waves
 
 
 def read_mel(path: str | os.PathLike, n_mels: int) -> np.ndarray:
@@ -226,9 +232,14 @@ def read_mel(path: str | os.PathLike, n_mels: int) -> np.ndarray:
 
 def vocode_files(generator_path: str | os.PathLike, mel_paths: list[str | os.PathLike], out_dir: str | os.PathLike,
                  config_path: str | os.PathLike | None = None, batch_size: int | None = None,
-                 device: str | None = None, half: bool = False, progress: bool = False) -> list[tuple[Path, float]]:
+                 device: str | None = None, half: bool = False, progress: bool = False,
+                 on_written: Callable[[Path, float], None] | None = None) -> list[tuple[Path, float]]:
     """The Python API of `taco vocode`: each saved mel -> OUT_DIR/its name.wav, 16-bit at the vocoder's rate.
-    Returns (wav path, seconds) per mel, in their order."""
+    Returns (wav path, seconds) per mel, in their order.
+
+    Every mel is read and checked before the first is vocoded. Each wav is written as soon as its batch is
+    done, and `on_written(path, seconds)` called, so that a stop keeps the finished ones; batches hold mels
+    of similar lengths, so the wavs are written in no fixed order."""
     mel_paths = [Path(path) for path in mel_paths]
     outputs = [Path(out_dir) / f"{path.stem}.wav" for path in mel_paths]
     if len(set(outputs)) < len(outputs):
@@ -238,7 +249,10 @@ def vocode_files(generator_path: str | os.PathLike, mel_paths: list[str | os.Pat
     mels = [read_mel(path, vocoder.config.num_mels) for path in mel_paths]
     if outputs:
         check_output(outputs[0])  # the folder can be made, before the vocoding
-    waves = vocoder.vocode_each(mels, batch_size, progress)
-    for output, wave in zip(outputs, waves):
-        write_wav(output, wave, vocoder.sample_rate)
-    return [(output, len(wave) / vocoder.sample_rate) for output, wave in zip(outputs, waves)]
+    seconds = [0.0] * len(outputs)
+    for i, wave in vocoder.vocode_as_done(mels, batch_size, progress):
+        write_wav(outputs[i], wave, vocoder.sample_rate)
+        seconds[i] = len(wave) / vocoder.sample_rate
+        if on_written is not None:
+            on_written(outputs[i], seconds[i])
+    return list(zip(outputs, seconds))
