@@ -103,8 +103,6 @@ DEFAULT_BASE_ONE_BY_ONE = N_LINES
 # Speaking rate of the planned lengths. The bundled flite corpus says 14.0 characters of text a second
 # (its 300 lines, 20.7 minutes); LJSpeech's reader 15.2 (its README: 1,308,674 characters in 23:55:17).
 CHARACTERS_PER_SECOND = 14.0
-# A gate logit of -1e4 never reaches the 0.5 threshold: lengths are set by max_decoder_steps alone.
-GATE_NEVER_FIRES = -1e4
 # The Griffin-Lim clip: the first corpus clip of this many seconds (the issue asks for 4 to 6 s).
 CLIP_SECONDS = (4.0, 6.0)
 # The contention probe: a square matmul of this size, best of PROBE_REPEAT.
@@ -157,6 +155,13 @@ def spread_by_length(lines: list[Line], count: int) -> list[int]:
 
 # ---- checkpoints ----------------------------------------------------------------------------------
 
+def gate_never_fires(model: Tacotron2) -> None:
+    """Weights 0 and bias -1e4 (the same matrix product, a constant logit that never reaches the 0.5
+    threshold): every length is then set by max_decoder_steps alone."""
+    with torch.no_grad():
+        model.decoder.gate_layer.weight.zero_()
+        model.decoder.gate_layer.bias.fill_(-1e4)
+
 
 def random_checkpoint(preset: str, directory: Path) -> Path:
     """A checkpoint of `PRESETS[preset]` with random weights and a gate that never fires."""
@@ -165,9 +170,7 @@ def random_checkpoint(preset: str, directory: Path) -> Path:
     config = dataclasses.replace(PRESETS[preset], n_symbols=len(table), n_mels=features.n_mels)
     torch.manual_seed(0)
     model = Tacotron2(config)
-    with torch.no_grad():
-        model.decoder.gate_layer.weight.zero_()
-        model.decoder.gate_layer.bias.fill_(GATE_NEVER_FIRES)
+    gate_never_fires(model)
     path = directory / f"{preset}.pt"
     save_checkpoint(path, {
         "model": model.state_dict(),
