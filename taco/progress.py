@@ -6,6 +6,7 @@ default of ten a second turns a training log (or the demo script's pipe) into th
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import IO, Iterable
 
@@ -26,8 +27,10 @@ def progress_bar(iterable: Iterable | None = None, file: IO[str] | None = None, 
 
 
 def print_above_bars(line: str, err: bool = False) -> None:
-    """Print a line (to stdout, or stderr with `err`) while a bar may be live: tqdm clears its bars, prints
-    the line (flushed, so that a log keeps stdout and stderr in order) and draws them again below it."""
+    """Print a line (to stdout, or stderr with `err`), flushed so that a log keeps the two in order. On a
+    terminal tqdm clears its bars first and draws them again below the line; in a log file or a pipe that
+    would add a bar to every line, so there the line is printed as it is."""
     file = sys.stderr if err else sys.stdout
-    with tqdm.external_write_mode(file=file):
+    bars_live = sys.stderr.isatty()  # where progress_bar draws them
+    with tqdm.external_write_mode(file=file) if bars_live else contextlib.nullcontext():
         print(line, file=file, flush=True)
