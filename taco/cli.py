@@ -27,7 +27,7 @@ from taco.pipeline.inspect import DEFAULT_WORST_PLOTTED, InspectError, inspect, 
 from taco.pipeline.presets import TRAINING_PRESETS, default_preset, load_config
 from taco.pipeline.stored import SelectionError
 from taco.pipeline.synth import (DEFAULT_POWER, SHORT_MEL_FRAMES, SynthConfig, SynthesisError, Synthesizer, check_output,
-                                 to_log_mel, write_wav)
+                                 write_log_mel, write_wav)
 from taco.pipeline.train import TrainingError, train
 from taco.pipeline.vocoder import GPU_BATCH_SIZE as VOCODE_GPU_BATCH_SIZE, Vocoder, VocoderError, vocode_files
 from taco.progress import print_above_bars
@@ -246,14 +246,15 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
     speak, and with phonemes the words it spells out letter by letter, are reported. With phonemes,
     {HH AH0 L OW1} in the text forces a pronunciation. Griffin-Lim turns the mels into audio (--gl-iters,
     --power), or with --vocoder a HiFi-GAN generator (see `taco vocode --help` for what it must match).
-    Each wav is written as soon as its batch is done: an error on a later line, or Ctrl-C (SIGTERM, exit
-    status 130/143), keeps those already written.
+    Each wav is written as soon as its batch is done (batches hold lines of similar length, so they finish
+    in no fixed order): an error on a line, or Ctrl-C (SIGTERM; exit status 130/143), keeps those already
+    written, and the last line says how many.
     """
     if (text is None) == (text_file is None):
         raise click.UsageError("give TEXT or --text-file, not both")
     if (vocoder_config or half) and not vocoder_path:
         raise click.UsageError("--vocoder-config and --half go with --vocoder")
-    paths, written = [], 0
+    paths, written = [], []
     try:
         vocoder = Vocoder.from_file(vocoder_path, vocoder_config, device, half) if vocoder_path else None
         texts = [text] if text is not None else [line.strip() for line in read_utf8(text_file).splitlines() if line.strip()]
@@ -267,28 +268,30 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         config = SynthConfig(batch_size=batch_size, max_decoder_steps=max_decoder_steps,
                              griffin_lim_iterations=gl_iters, power=power, seed=seed)
         synthesizer = Synthesizer(checkpoint, device, vocoder, int8)
+        features = synthesizer.feature_config
         with interrupted_by_signals():
             # each line is written as soon as its batch is done: a stop or a late error keeps the finished ones
             for i, utterance in synthesizer.synthesize_each(texts, config, progress=not quiet and len(texts) > 1):
-                _write_utterance(paths[i], utterance, synthesizer.feature_config, save_mel)
-                written += 1
+                write_wav(paths[i], utterance.wave, features.sample_rate)
+                written.append(paths[i])
+                if save_mel:
+                    write_log_mel(paths[i].with_suffix(".npy"), utterance.mel, features.normalization)
+                _report_written(paths[i], utterance, features.sample_rate)
     except USER_ERRORS as error:
-        raise click.ClickException(str(error) + _kept(written, paths, out_dir)) from None
+        raise click.ClickException(str(error) + _kept(written, len(paths))) from None
     except Interrupted as stop:
-        click.echo(f"{stop}{_kept(written, paths, out_dir)}", err=True)
+        click.echo(f"{stop}{_kept(written, len(paths))}", err=True)
         sys.exit(exit_status(stop.signum))
 
 
-def _kept(written: int, paths: list, out_dir) -> str:
-    """What a stopped run leaves behind, for its last line: the wavs written before the stop, if any."""
-    return f"; {written} of the {len(paths)} wavs were written to {out_dir} before it" if written else ""
+def _kept(written: list[Path], total: int) -> str:
+    """What a stopped run leaves behind, for its last line: how many of its `total` wavs (which share a
+    folder) were written before the stop, if any."""
+    return f"; {len(written)} of the {total} wavs were written to {written[0].parent} before it" if written else ""
 
 
-def _write_utterance(path: Path, utterance, features: FeatureConfig, save_mel: bool) -> None:
-    """Write one synthesized line (and with `save_mel` its log mel), and say what is odd about it."""
-    write_wav(path, utterance.wave, features.sample_rate)
-    if save_mel:
-        np.save(path.with_suffix(".npy"), to_log_mel(utterance.mel, features.normalization))
+def _report_written(path: Path, utterance, sample_rate: int) -> None:
+    """Say that a synthesized line was written, and what is odd about it."""
     if utterance.dropped:
         dropped = ", ".join(f"{char!r} x{count}" for char, count in utterance.dropped.items())
         print_above_bars(f"warning: {path.name}: cannot speak {dropped}; left out", err=True)
@@ -302,7 +305,7 @@ def _write_utterance(path: Path, utterance, features: FeatureConfig, save_mel: b
     if len(utterance.mel) <= SHORT_MEL_FRAMES:
         print_above_bars(f"warning: {path.name}: the gate stopped after {len(utterance.mel)} frames; written as it is",
                          err=True)
-    print_above_bars(f"{path}  {len(utterance.wave) / features.sample_rate:.2f} s")
+    print_above_bars(f"{path}  {len(utterance.wave) / sample_rate:.2f} s")
 
 
 @main.command("vocode")
@@ -348,9 +351,9 @@ def vocode_command(generator, mels, out_dir, vocoder_config, batch_size, half, d
             vocode_files(generator, list(mels), out_dir, vocoder_config, batch_size, device, half,
                          progress=not quiet and len(mels) > 1, on_written=say_written)
     except USER_ERRORS as error:
-        raise click.ClickException(str(error) + _kept(len(written), mels, out_dir)) from None
+        raise click.ClickException(str(error) + _kept(written, len(mels))) from None
     except Interrupted as stop:
-        click.echo(f"{stop}{_kept(len(written), mels, out_dir)}", err=True)
+        click.echo(f"{stop}{_kept(written, len(mels))}", err=True)
         sys.exit(exit_status(stop.signum))
 
 
@@ -388,7 +391,8 @@ def inspect_command(checkpoint, store_dir, ids, split, limit, texts, out_dir, wo
     Verdict, the first that applies: no-stop (the gate never fired before the step limit),
     diffuse (focus rate below 0.25), skips, repeats, ok.
 
-    Ctrl-C (SIGTERM) writes the report of the utterances done so far and exits with 130 (143).
+    Ctrl-C (SIGTERM) writes the report of the utterances scored so far at once, without the transcriptions
+    and plots not yet made, says how many, and exits with 130 (143).
     """
     try:
         with interrupted_by_signals():
@@ -406,9 +410,10 @@ def inspect_command(checkpoint, store_dir, ids, split, limit, texts, out_dir, wo
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    click.echo("\t".join(report_columns(report)))
+    columns = report_columns(report)
+    click.echo("\t".join(columns))
     for row in report:
-        click.echo("\t".join(map(str, report_line(row))))
+        click.echo("\t".join(map(str, report_line(row, columns))))
     verdicts = {verdict: sum(row["verdict"] == verdict for row in report) for verdict in VERDICTS}
     click.echo("verdicts: " + ", ".join(f"{verdict} {count}" for verdict, count in verdicts.items() if count))
     if asr:

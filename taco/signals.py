@@ -27,8 +27,11 @@ def ignore_stop_signals(*_) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped the work; `signum` says which, and `kept`, when given, what was saved."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM stopped the work; `signum` says which, and `kept`, when given, what was saved.
+
+    A BaseException, as KeyboardInterrupt is: code that turns any Exception of one file into that file's
+    error (a torch.load of a foreign file, one utterance of a corpus) must not turn a stop into one."""
 
     def __init__(self, signum: int, kept: str | None = None):
         super().__init__(f"interrupted by {signal.Signals(signum).name}" + (f"; {kept}" if kept else ""))

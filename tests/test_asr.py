@@ -156,11 +156,16 @@ def test_an_inspection_stopped_while_recognizing_reports_the_lines_heard(micro_c
             "-o", str(out), "--max-decoder-steps", "30"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 130, result.output
-    assert result.output.splitlines()[-1] == (f"interrupted by SIGINT; the report in {out} covers the 1 of 2 "
-                                              "utterances inspected before it")
-    [row] = json.loads((out / "scores.json").read_text())
-    assert row["rank"] == 1 and row["recognized"] == "hello"
-    assert f'src="{row["audio"]}"' in (out / "report.html").read_text()
+    assert result.output.splitlines()[-1] == (f"interrupted by SIGINT; the report in {out} covers the 2 of 2 "
+                                              "utterances inspected before it (1 transcribed, 0 plotted)")
+    # both lines keep their scores; only the first has what the recognizer heard
+    first, second = json.loads((out / "scores.json").read_text())
+    assert first["recognized"] == "hello" and "wer" not in second and second["scores"]["verdict"]
+    assert [line.split("\t")[-2:] for line in (out / "report.tsv").read_text().splitlines()] == [
+        ["wer", "recognized"], [f"{first['wer']:.3f}", "hello"], ["", ""]]
+    page = (out / "report.html").read_text()
+    assert f'src="{first["audio"]}"' in page and "1 lines" in page
+    assert sorted(path.name for path in out.glob("*.wav")) == [first["audio"]]
 
 
 def test_the_listening_page_puts_the_worst_word_error_rate_first_and_escapes_the_text(tmp_path):

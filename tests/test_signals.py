@@ -9,9 +9,14 @@ import sys
 import time
 
 import pytest
+import torch
+from click.testing import CliRunner
 
+from taco.cli import main
 from taco.features.store import FeatureStore
 from taco.signals import Interrupted, StopRequest, exit_status, interrupted_by_signals, until_interrupted
+
+from conftest import signal_on_call
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -42,6 +47,15 @@ def test_long_work_keeps_what_it_produced_before_a_stop_and_ctrl_c_counts_as_sig
     done, stop = until_interrupted(count(KeyboardInterrupt()))
     assert done == [1, 2] and stop.signum == signal.SIGINT and str(stop) == "interrupted by SIGINT"
     assert str(Interrupted(signal.SIGINT, "2 kept")) == "interrupted by SIGINT; 2 kept"
+
+
+def test_a_stop_while_a_checkpoint_loads_is_a_stop_and_not_an_unreadable_file(micro_checkpoint, tmp_path,
+                                                                              monkeypatch):
+    # the loader turns any Exception of torch.load into "not a readable checkpoint"; a stop is no Exception
+    monkeypatch.setattr(torch, "load", signal_on_call(torch.load, 1, signal.SIGTERM))
+    result = CliRunner().invoke(main, ["inspect-alignment", str(micro_checkpoint), "--text", "Hi.",
+                                       "-o", str(tmp_path / "out")])
+    assert result.exit_code == 143 and result.output.strip() == "interrupted by SIGTERM", result.output
 
 
 def test_a_group_sigterm_stops_preprocess_with_status_143_and_a_rerun_finishes_the_store(make_corpus, tmp_path):

@@ -271,16 +271,32 @@ def test_a_wav_is_complete_or_absent_when_writing_it_is_stopped(tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stopped_inspection_writes_the_report_of_the_utterances_done(micro_checkpoint, small_store, tmp_path,
-                                                                      monkeypatch):
+                                                                      monkeypatch, signum, status):
     out = tmp_path / "report"
-    monkeypatch.setattr(inspect_module, "inference_item", signal_on_call(inspect_module.inference_item, 3, signal.SIGINT))
+    monkeypatch.setattr(inspect_module, "inference_item", signal_on_call(inspect_module.inference_item, 3, signum))
     result = invoke("inspect-alignment", micro_checkpoint, "--store", small_store, "--split", "train", "--limit", "4",
                     "--batch-size", "1", "-o", out, "--max-decoder-steps", "30")
-    assert result.exit_code == 130, result.output
-    assert result.output.splitlines()[-1] == (f"interrupted by SIGINT; the report in {out} covers the 2 of 4 "
-                                              "utterances inspected before it")
+    assert result.exit_code == status, result.output
+    assert result.output.splitlines()[-1] == (f"interrupted by {signum.name}; the report in {out} covers the 2 of 4 "
+                                              "utterances inspected before it (0 plotted)")
     scores = json.loads((out / "scores.json").read_text())
     assert [row["rank"] for row in scores] == [1, 2]
+    keys = [(VERDICTS.index(row["verdict"]), row["scores"]["focus_rate"]) for row in scores]
+    assert keys == sorted(keys)
     assert len((out / "report.tsv").read_text().splitlines()) == 3
-    assert sorted(path.name for path in out.glob("*.png")) == sorted(row["plot"] for row in scores)
+    assert list(out.glob("*.png")) == [] and list(out.glob(".*")) == []
+
+
+def test_an_inspection_stopped_while_plotting_keeps_its_report_and_the_plots_drawn(micro_checkpoint, small_store,
+                                                                                  tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    monkeypatch.setattr(inspect_module, "save_figure", signal_on_call(inspect_module.save_figure, 2, signal.SIGTERM))
+    result = invoke("inspect-alignment", micro_checkpoint, "--store", small_store, "--split", "train", "--limit", "3",
+                    "--worst", "3", "-o", out, "--max-decoder-steps", "30")
+    assert result.exit_code == 143, result.output
+    assert "covers the 3 of 3 utterances inspected before it (1 plotted)" in result.output
+    scores = json.loads((out / "scores.json").read_text())
+    assert [row.get("plot") for row in scores] == [f"001_{scores[0]['id']}.png", None, None]
+    assert [path.name for path in out.glob("*.png")] == [scores[0]["plot"]]

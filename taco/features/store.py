@@ -34,6 +34,7 @@ import numpy as np
 from taco.errors import one_line
 from taco.features.mel import FeatureConfig, clip_limits
 from taco.features.text import TextConfig
+from taco.files import replaced_when_written
 
 # 2: the `db` range is [-100, +20] dB (was [-100, 0]), and shards count the bins clipped at each end
 # 3: store.json's "shards" maps each shard's name to its SHA-256 checksum (was a list of names)
@@ -233,20 +234,15 @@ def read_store_json(store_dir: Path) -> dict:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with writing(path, temporary):
+    with writing(path), replaced_when_written(path) as temporary:
         temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, path)
 
 
 def write_tsv_atomically(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with writing(path, temporary):
-        with open(temporary, "w", newline="") as file:
-            writer = csv.writer(file, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(temporary, path)
+    with writing(path), replaced_when_written(path) as temporary, open(temporary, "w", newline="") as file:
+        writer = csv.writer(file, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def read_tsv(path: Path, columns: tuple[str, ...]) -> list[dict]:

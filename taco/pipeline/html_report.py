@@ -7,6 +7,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+from taco.files import replaced_when_written
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -29,13 +31,15 @@ td {{ padding: 0 1em 0 0; vertical-align: top; }}
 
 
 def write_html_report(path: Path, report: list[dict]) -> None:
-    """Write `report` (rows of `taco.inspect` with `asr`) as a page, highest WER first."""
-    rows = sorted(report, key=lambda row: -row["wer"])
+    """Write the rows of `report` (of `taco.inspect` with `asr`) that have a WER as a page, highest first
+    (a stopped inspection leaves some rows untranscribed)."""
+    rows = sorted((row for row in report if "wer" in row), key=lambda row: -row["wer"])
     mean = sum(row["wer"] for row in rows) / max(len(rows), 1)
     summary = f"{len(rows)} lines, mean word error rate {mean:.3f} (free-running, Griffin-Lim, pocketsphinx)"
     sections = "\n".join(_section(row) for row in rows)
-    path.write_text(_PAGE.format(title="taco: alignment and intelligibility", summary=escape(summary),
-                                 sections=sections), encoding="utf-8")
+    with replaced_when_written(path) as temporary:
+        temporary.write_text(_PAGE.format(title="taco: alignment and intelligibility", summary=escape(summary),
+                                          sections=sections), encoding="utf-8")
 
 
 def _section(row: dict) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from taco.features.store import FeatureStore, write_tsv_atomically
+from taco.files import replaced_when_written
 from taco.features.text import decode, token_labels
 from taco.pipeline.alignment import AlignmentScores, score_alignment, severity
 from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
@@ -73,7 +74,8 @@ def inspect(
     against the stored tokens' text), plots every utterance and writes OUT_DIR/report.html.
 
     A stop (Ctrl-C, or SIGINT/SIGTERM under taco.signals.interrupted_by_signals) ends the inspection where
-    it is: the report of the utterances done so far is written, and Interrupted raised saying so.
+    it is: the report of the utterances scored so far is written at once (without the transcriptions and
+    plots not yet made), and Interrupted raised saying so.
     """
     if sum(x is not None for x in (ids, split, texts)) != 1:
         raise InspectError("inspect one of: stored ids, a stored split, or texts")
@@ -97,23 +99,26 @@ def inspect(
     # in their given order, then worst first (sorted keeps that order among equals)
     done = sorted(sorted(done, key=lambda item: item.position), key=lambda item: severity(item.row["scores"]))
     rows = [item.row | {"rank": rank} for rank, item in enumerate(done, start=1)]
+    transcribed = []
     if asr and stop is None:
-        recognized, stop = until_interrupted(_recognize(rows, [item.mel for item in done], corpus, synthesizer,
-                                                        config, recognizer, out_dir, progress))
-        rows = rows[: len(recognized)]  # the worst aligned: recognition goes in rank order
-    plotted = len(rows) if split is None or asr else worst_plotted
-    for row, item in zip(rows[:plotted], done):
-        row["plot"] = f"{row['rank']:03d}_{_safe(row['id'])}.png"
-        save_figure(item.figure(), out_dir / row["plot"])
+        transcribed, stop = until_interrupted(_recognize(rows, [item.mel for item in done], corpus, synthesizer,
+                                                         config, recognizer, out_dir, progress))
+    drawn = []
+    if stop is None:  # after a stop, the report is written at once, without its plots
+        plotted = len(rows) if split is None or asr else worst_plotted
+        drawn, stop = until_interrupted(_plot(rows[:plotted], [item.figure for item in done], out_dir))
     report = [_as_json(row) for row in rows]
-    (out_dir / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
+    with replaced_when_written(out_dir / "scores.json") as temporary:
+        temporary.write_text(json.dumps(report, indent=2) + "\n")
     if split is not None:
-        write_tsv_atomically(out_dir / "report.tsv", report_columns(report), [report_line(row) for row in report])
-    if report and "wer" in report[0]:
+        columns = report_columns(report)
+        write_tsv_atomically(out_dir / "report.tsv", columns, [report_line(row, columns) for row in report])
+    if transcribed:
         write_html_report(out_dir / "report.html", report)
     if stop is not None:
+        heard = f"{len(transcribed)} transcribed, " if asr else ""
         raise Interrupted(stop.signum, f"the report in {out_dir} covers the {len(report)} of {total} utterances "
-                                       "inspected before it")
+                                       f"inspected before it ({heard}{len(drawn)} plotted)")
     return report
 
 
@@ -147,15 +152,25 @@ def _recognize(rows: list[dict], mels, corpus: dict, synthesizer: Synthesizer, c
         entry = corpus.get(row["id"])
         reference = reference_words(entry.text if entry else row["text"], synthesizer.text_config.cleaners)
         wave = vocode_mel(synthesizer, mel, config)
-        row["audio"] = f"{row['rank']:03d}_{_safe(row['id'])}.wav"
-        write_wav(out_dir / row["audio"], wave, sample_rate)
         heard = recognizer.transcribe(wave, sample_rate)
-        row |= {"reference": " ".join(reference), "recognized": " ".join(heard),
-                "wer": word_error_rate([reference], [heard])["wer"]}
+        added = {"audio": f"{row['rank']:03d}_{_safe(row['id'])}.wav", "reference": " ".join(reference),
+                 "recognized": " ".join(heard), "wer": word_error_rate([reference], [heard])["wer"]}
+        write_wav(out_dir / added["audio"], wave, sample_rate)
         if entry and entry.audio_path.is_file():
-            row["recording"] = f"recordings/{entry.audio_path.name}"
+            added["recording"] = f"recordings/{entry.audio_path.name}"
             (out_dir / "recordings").mkdir(exist_ok=True)
-            shutil.copyfile(entry.audio_path, out_dir / row["recording"])
+            with replaced_when_written(out_dir / added["recording"]) as temporary:
+                shutil.copyfile(entry.audio_path, temporary)
+        row |= added  # all at once: a row stopped halfway has none of it
+        yield row
+
+
+def _plot(rows: list[dict], figures: list[Callable], out_dir: Path) -> Iterator[dict]:
+    """Draw each row's figure to OUT_DIR/RANK_ID.png, name it in the row, and yield the row."""
+    for row, figure in zip(rows, figures):
+        name = f"{row['rank']:03d}_{_safe(row['id'])}.png"
+        save_figure(figure(), out_dir / name)
+        row["plot"] = name
         yield row
 
 
@@ -218,20 +233,22 @@ def _as_json(row: dict) -> dict:
 
 
 def report_columns(report: list[dict]) -> tuple[str, ...]:
-    """The ranked table's header: REPORT_COLUMNS, then ASR_COLUMNS when the lines were transcribed."""
-    return REPORT_COLUMNS + ASR_COLUMNS if report and "wer" in report[0] else REPORT_COLUMNS
+    """The ranked table's header: REPORT_COLUMNS, then ASR_COLUMNS when lines were transcribed."""
+    return REPORT_COLUMNS + ASR_COLUMNS if any("wer" in row for row in report) else REPORT_COLUMNS
 
 
-def report_line(row: dict) -> list:
-    """One row of the ranked table, in `report_columns` order."""
+def report_line(row: dict, columns: tuple[str, ...]) -> list:
+    """One row of the ranked table, under `columns` (report_columns); ASR's cells are empty for a line a stop
+    left untranscribed."""
     scores = row["scores"]
-    transcribed = [f"{row['wer']:.3f}", row["recognized"]] if "wer" in row else []
-    return [
+    line = [
         row["rank"], row["id"], row["verdict"], f"{scores['focus_rate']:.3f}", f"{scores['coverage']:.3f}",
         f"{scores['monotonicity']:.3f}", _spans(scores["skipped_spans"]), _spans(scores["repeated_spans"]),
         row["frames"], row.get("target_frames", ""), row.get("teacher_forced", {}).get("verdict", ""), row["text"],
-        *transcribed,
     ]
+    if columns == REPORT_COLUMNS:
+        return line
+    return line + ([f"{row['wer']:.3f}", row["recognized"]] if "wer" in row else ["", ""])
 
 
 def _spans(spans) -> str:

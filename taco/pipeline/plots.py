@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402 (the backend must be chosen first)
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from taco.files import replaced_when_written  # noqa: E402
+
 # Above this many tokens, token labels on the axis overlap and say nothing.
 MAX_LABELLED_TOKENS = 120
 
@@ -63,9 +65,13 @@ def _draw_mel(axis, mel: np.ndarray) -> None:
 
 
 def save_figure(figure: Figure, path: Path) -> None:
+    """Write `figure` in the format path's extension names, complete or not at all, and free it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        with replaced_when_written(path) as temporary:
+            figure.savefig(temporary, dpi=100, format=path.suffix[1:])
+    finally:
+        plt.close(figure)
 
 
 def inspection_figure(

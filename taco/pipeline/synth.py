@@ -18,6 +18,7 @@ import soundfile
 import torch
 
 from taco.features.mel import FeatureConfig, log_mel
+from taco.files import replaced_when_written
 from taco.features.text import TextConfig, encode
 from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, load_weights
 from taco.pipeline.device import pick_device
@@ -257,17 +258,19 @@ def check_output(path: Path) -> None:
 
 
 def write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM, mono, in the format path's extension names; written under a temporary name and renamed,
-    so that a stop or a full disk never leaves a truncated file at `path`."""
+    """16-bit PCM, mono, in the format path's extension names; complete or not there (replaced_when_written)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
     try:
-        soundfile.write(temporary, wave, sample_rate, subtype=SUBTYPE, format=path.suffix[1:].upper())
-        os.replace(temporary, path)
+        with replaced_when_written(path) as temporary:
+            soundfile.write(temporary, wave, sample_rate, subtype=SUBTYPE, format=path.suffix[1:].upper())
     except soundfile.SoundFileError as error:  # libsndfile's own, for a full disk say
         raise SynthesisError(f"{path}: cannot write it ({error})") from None
-    finally:
-        temporary.unlink(missing_ok=True)
+
+
+def write_log_mel(path: Path, mel: np.ndarray, normalization: str) -> None:
+    """The mel as .npy in the NVIDIA/HiFi-GAN convention (to_log_mel); complete or not there."""
+    with replaced_when_written(path) as temporary, open(temporary, "wb") as file:
+        np.save(file, to_log_mel(mel, normalization))
 
 
 def to_log_mel(mel: np.ndarray, normalization: str) -> np.ndarray:
