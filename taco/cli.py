@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from taco.errors import read_utf8
 from taco.features.corpus import CorpusError

@@ -1,7 +1,6 @@
 """Synthesis: Griffin-Lim, mel inversion, the NVIDIA log-mel export, and taco synth / inspect-alignment."""
 
 import json
-import os
 import signal
 from pathlib import Path
 
