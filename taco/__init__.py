@@ -2,8 +2,8 @@
 
 The Python API behind each `taco` command:
 
-    from taco import (preprocess, FeatureStore, load_config, train, synthesize, inspect, evaluate_intelligibility,
-                      Vocoder, vocode_files)
+    from taco import (preprocess, FeatureStore, load_config, train, synthesize, Synthesizer, inspect,
+                      evaluate_intelligibility, Vocoder, vocode_files)
 
     preprocess("corpus/ljspeech_flite", "stores/demo")             # taco preprocess
     store = FeatureStore("stores/demo")
@@ -11,10 +11,13 @@ The Python API behind each `taco` command:
     model_config, train_config = load_config("tiny")
     train("stores/demo", "runs/demo", model_config, train_config)   # taco train
     [utterance] = synthesize("runs/demo/checkpoints/best.pt", ["Hello."])   # taco synth
+    for i, utterance in Synthesizer("runs/demo/checkpoints/best.pt").synthesize_each(lines):  # as each batch ends
+        ...                                                                   # (taco synth --text-file)
     vocoder = Vocoder.from_file("LJ_V1/generator_v1")   # a public HiFi-GAN generator, its config.json beside it
     [utterance] = synthesize("runs/demo/checkpoints/best.pt", ["Hello."], vocoder=vocoder)  # taco synth --vocoder
     vocode_files("LJ_V1/generator_v1", ["synth.npy"], "wavs")                               # taco vocode
     report = inspect("runs/demo/checkpoints/best.pt", "alignment", store_dir="stores/demo", split="val")
+    # Ctrl-C there writes the report of what was done and raises taco.Interrupted, which says so
     wers = evaluate_intelligibility("runs/demo/checkpoints/best.pt", "stores/demo")  # pip install -e '.[bench]'
 """
 
@@ -45,6 +48,7 @@ _EXPORTS = {
     "inspect": "taco.pipeline.inspect",
     "evaluate_intelligibility": "taco.pipeline.intelligibility",
     "score_alignment": "taco.pipeline.alignment",
+    "Interrupted": "taco.signals",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -80,3 +80,11 @@ def test_a_group_sigterm_stops_preprocess_with_status_143_and_a_rerun_finishes_t
     rerun = subprocess.run(command, capture_output=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr.decode()
     assert len(FeatureStore(store)) == count
+
+
+def test_every_name_the_package_exports_resolves():
+    import taco
+
+    assert taco.Interrupted is Interrupted
+    for name in taco.__all__:
+        assert getattr(taco, name).__name__ == name
