@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from taco.errors import read_utf8
+from taco.errors import describe_file, read_utf8
 from taco.features.corpus import CorpusError
 from taco.features.mel import FFT_DTYPES, NORMALIZATIONS, FeatureConfig
 from taco.features.preprocess import (DEFAULT_AUDIO_DIR, DEFAULT_BACKEND, DEFAULT_MAX_SECONDS, DEFAULT_METADATA,
@@ -218,7 +218,8 @@ def train_command(store_dir, run_dir, config_spec, max_steps, stop_at, batch_fra
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.argument("text", required=False)
 @click.option("--output", "-o", default="synth.wav", type=click.Path(dir_okay=False), help="The wav for TEXT.")
-@click.option("--text-file", type=click.Path(exists=True, dir_okay=False), help="Synthesize every non-empty line of this file.")
+@click.option("--text-file", type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+              help="Synthesize every non-empty line of this file; - reads standard input.")
 @click.option("--out-dir", default="synth", type=click.Path(file_okay=False), help="Where --text-file's wavs go: 0001.wav, 0002.wav, ...")
 @click.option("--batch-size", default=SynthConfig().batch_size, type=click.IntRange(min=1), help="Lines decoded together.")
 @click.option("--gl-iters", default=SynthConfig().griffin_lim_iterations, type=click.IntRange(min=0), help="Griffin-Lim iterations.")
@@ -258,7 +259,7 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         vocoder = Vocoder.from_file(vocoder_path, vocoder_config, device, half) if vocoder_path else None
         texts = [text] if text is not None else [line.strip() for line in read_utf8(text_file).splitlines() if line.strip()]
         if not texts:
-            raise SynthesisError(f"{text_file}: no lines to speak")
+            raise SynthesisError(f"{describe_file(text_file)}: no lines to speak")
         if text is not None:
             paths = [Path(output)]
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -19,9 +20,18 @@ def one_line(error: BaseException) -> str:
 
 
 def read_utf8(path: str | os.PathLike) -> str:
-    """The text of `path`; a ValueError naming the file when it is not UTF-8 (a Latin-1 or UTF-16 file, or a
-    binary file given by mistake), where Python's own message names only a byte."""
+    """The text of `path`, or of standard input when `path` is "-"; a ValueError naming the file when it is
+    not UTF-8 (a Latin-1 or UTF-16 file, or a binary file given by mistake), where Python's own message
+    names only a byte."""
     try:
+        if str(path) == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason}); save it as UTF-8") from None
+        raise ValueError(f"{describe_file(path)}: not UTF-8 text (byte {error.start}: {error.reason}); "
+                         "save it as UTF-8") from None
+
+
+def describe_file(path: str | os.PathLike) -> str:
+    """How a message names `path`: "standard input" for "-"."""
+    return "standard input" if str(path) == "-" else str(path)

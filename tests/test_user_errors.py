@@ -140,14 +140,14 @@ def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(micro_check
 @pytest.mark.parametrize("name", ["hello.ogg", "hello.txt", "hello"])
 def test_synth_refuses_an_output_format_libsndfile_cannot_write_before_synthesizing(micro_checkpoint, tmp_path,
                                                                                     monkeypatch, name):
-    monkeypatch.setattr("taco.pipeline.synth.Synthesizer.synthesize", lambda *args, **kwargs: pytest.fail("synthesized"))
+    monkeypatch.setattr("taco.pipeline.synth.Synthesizer.synthesize_each", lambda *args, **kwargs: pytest.fail("synthesized"))
     result = invoke("synth", micro_checkpoint, "Hello.", "-o", tmp_path / name)
     assert_one_line(result, f"{tmp_path / name}: libsndfile cannot write 16-bit PCM")
 
 
 def test_synth_refuses_an_output_below_a_file_before_synthesizing(micro_checkpoint, tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
-    monkeypatch.setattr("taco.pipeline.synth.Synthesizer.synthesize", lambda *args, **kwargs: pytest.fail("synthesized"))
+    monkeypatch.setattr("taco.pipeline.synth.Synthesizer.synthesize_each", lambda *args, **kwargs: pytest.fail("synthesized"))
     result = invoke("synth", micro_checkpoint, "Hello.", "-o", tmp_path / "file" / "hello.wav")
     assert_one_line(result, f"{tmp_path / 'file'}: is a file, not a folder")
 
@@ -156,6 +156,19 @@ def test_synth_refuses_a_text_file_with_no_lines_to_speak(micro_checkpoint, tmp_
     lines = tmp_path / "lines.txt"
     lines.write_text("\n   \n")
     assert_one_line(invoke("synth", micro_checkpoint, "--text-file", lines), f"{lines}: no lines to speak")
+
+
+def test_synth_reads_its_lines_from_standard_input_given_as_dash(micro_checkpoint, tmp_path):
+    def synth_stdin(data: bytes):
+        return CliRunner().invoke(main, ["synth", str(micro_checkpoint), "--text-file", "-", "--out-dir",
+                                         str(tmp_path / "out"), "--gl-iters", "1", "--max-decoder-steps", "10"],
+                                  input=data, catch_exceptions=False)
+
+    result = synth_stdin("One.\n\nTwo, two.\n".encode())
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["0001.wav", "0002.wav"]
+    assert_one_line(synth_stdin(b"\n"), "standard input: no lines to speak")
+    assert_one_line(synth_stdin("Caf\u00e9.\n".encode("cp1252")), "standard input: not UTF-8 text (byte 3")
 
 
 def test_a_gate_that_fires_at_once_gives_a_short_wav_and_a_warning(micro_checkpoint, tmp_path):
