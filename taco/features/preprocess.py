@@ -10,7 +10,9 @@ import datetime
 import importlib.metadata
 import platform
 import shutil
+import threading
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +166,7 @@ def preprocess(
             return_as = "list" if backend == "multiprocessing" else "generator_unordered"
             # tasks that run in this process (threading backend, jobs=1) set its torch thread count to one
             threads = torch.get_num_threads()
+            results = None
             try:
                 results = joblib.Parallel(n_jobs=jobs, backend=backend, return_as=return_as)(
                     joblib.delayed(process_shard)(task, store_dir / SHARD_DIR, features, text, store_fingerprint,
@@ -173,6 +176,13 @@ def preprocess(
                 for summary in results:
                     parts.append(_IndexPart.of(summary, split))
                     bar.update(len(summary.task_ids))
+            except BaseException:  # a stop (Interrupted, KeyboardInterrupt) or an error
+                if hasattr(results, "close"):
+                    results.close()  # joblib drops the tasks not started
+                # the threading backend's shards in progress run in this process: the interpreter must not exit
+                # under a thread inside torch or libsndfile (it aborts with SIGABRT), so they finish first
+                _SHARDS_IN_THIS_PROCESS.wait_until_none()
+                raise
             finally:
                 torch.set_num_threads(threads)
 
@@ -259,6 +269,33 @@ def _reusable_shards(shard_dir: Path, tasks: list[ShardTask], store_fingerprint:
     return done, pending
 
 
+class _RunningShards:
+    """How many shards threads of this process are making (with the threading backend; in a worker process of
+    another backend, that process's own count, which nothing reads)."""
+
+    def __init__(self):
+        self._count = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def one(self):
+        with self._changed:
+            self._count += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._count -= 1
+                self._changed.notify_all()
+
+    def wait_until_none(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._count == 0)
+
+
+_SHARDS_IN_THIS_PROCESS = _RunningShards()
+
+
 def process_shard(
     task: ShardTask,
     shard_dir: Path,
@@ -268,6 +305,12 @@ def process_shard(
     max_seconds: float,
 ) -> ShardSummary:
     """Turn one task's utterances into one shard file. Runs inside a joblib worker (a process or a thread)."""
+    with _SHARDS_IN_THIS_PROCESS.one():
+        return _make_shard(task, shard_dir, features, text, store_fingerprint, max_seconds)
+
+
+def _make_shard(task: ShardTask, shard_dir: Path, features: FeatureConfig, text: TextConfig, store_fingerprint: str,
+                max_seconds: float) -> ShardSummary:
     # one torch thread per worker: the pool already uses every core, more threads would only contend.
     # Not restored here: worker threads share one count, and preprocess() restores the caller's.
     torch.set_num_threads(1)
