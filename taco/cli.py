@@ -225,6 +225,9 @@ def train_command(store_dir, run_dir, config_spec, max_steps, stop_at, batch_fra
 @click.option("--gl-iters", default=SynthConfig().griffin_lim_iterations, type=click.IntRange(min=0), help="Griffin-Lim iterations.")
 @click.option("--power", default=DEFAULT_POWER, type=click.FloatRange(min=0, min_open=True), help="Magnitude exponent before Griffin-Lim (>1 sharpens).")
 @click.option("--max-decoder-steps", default=None, type=click.IntRange(min=1), help="Step limit (default: the checkpoint's).")
+@click.option("--skip-existing", is_flag=True,
+              help="Leave out the lines whose wav is already there: finishes a stopped run of the same text file "
+                   "(the lines made now draw other dropout masks than one uninterrupted run would).")
 @click.option("--save-mel", is_flag=True, help="Also write each mel as .npy: natural log, clamp 1e-5, (n_mels, frames), for NVIDIA/HiFi-GAN vocoders.")
 @click.option("--vocoder", "vocoder_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A HiFi-GAN generator file (the public LJ_V1/generator_v1, UNIVERSAL_V1/g_02500000, ...) instead of Griffin-Lim.")
@@ -239,7 +242,7 @@ def train_command(store_dir, run_dir, config_spec, max_steps, stop_at, batch_fra
 @click.option("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_iters, power, max_decoder_steps,
-                  save_mel, vocoder_path, vocoder_config, half, int8, seed, device, quiet):
+                  skip_existing, save_mel, vocoder_path, vocoder_config, half, int8, seed, device, quiet):
     """Speak TEXT (or every line of --text-file) with the model in CHECKPOINT; write 16-bit wavs.
 
     The text goes through the checkpoint's own front end (characters or phonemes); characters it cannot
@@ -254,7 +257,7 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         raise click.UsageError("give TEXT or --text-file, not both")
     if (vocoder_config or half) and not vocoder_path:
         raise click.UsageError("--vocoder-config and --half go with --vocoder")
-    paths, written = [], []
+    todo, written = [], []
     try:
         vocoder = Vocoder.from_file(vocoder_path, vocoder_config, device, half) if vocoder_path else None
         texts = [text] if text is not None else [line.strip() for line in read_utf8(text_file).splitlines() if line.strip()]
@@ -265,22 +268,28 @@ def synth_command(checkpoint, text, output, text_file, out_dir, batch_size, gl_i
         else:
             paths = [Path(out_dir) / f"{number:04d}.wav" for number in range(1, len(texts) + 1)]
         check_output(paths[0])  # the wavs share a folder and an extension
+        todo = [i for i, path in enumerate(paths) if not (skip_existing and path.exists())]
+        if not todo:
+            click.echo(f"all {len(paths)} wavs are there already ({paths[0].parent}); nothing to synthesize")
+            return
         config = SynthConfig(batch_size=batch_size, max_decoder_steps=max_decoder_steps,
                              griffin_lim_iterations=gl_iters, power=power, seed=seed)
         synthesizer = Synthesizer(checkpoint, device, vocoder, int8)
         features = synthesizer.feature_config
         with interrupted_by_signals():
             # each line is written as soon as its batch is done: a stop or a late error keeps the finished ones
-            for i, utterance in synthesizer.synthesize_each(texts, config, progress=not quiet and len(texts) > 1):
+            for i, utterance in synthesizer.synthesize_each(texts, config, progress=not quiet and len(todo) > 1,
+                                                            positions=todo):
                 write_wav(paths[i], utterance.wave, features.sample_rate)
                 written.append(paths[i])
                 if save_mel:
                     write_log_mel(paths[i].with_suffix(".npy"), utterance.mel, features.normalization)
                 _report_written(paths[i], utterance, features.sample_rate)
     except USER_ERRORS as error:
-        raise click.ClickException(str(error) + _kept(written, len(paths))) from None
+        raise click.ClickException(str(error) + _kept(written, len(todo))) from None
     except Interrupted as stop:
-        click.echo(f"{stop}{_kept(written, len(paths))}", err=True)
+        finish = "; --skip-existing finishes the rest" if text_file is not None else ""
+        click.echo(f"{stop}{_kept(written, len(todo))}{finish}", err=True)
         sys.exit(exit_status(stop.signum))
 
 

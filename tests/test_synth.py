@@ -234,10 +234,41 @@ def test_a_stopped_synth_keeps_the_wavs_it_wrote_and_exits_with_the_signals_stat
     result = invoke("synth", micro_checkpoint, "--text-file", lines, "--out-dir", out, "--batch-size", "1",
                     "--gl-iters", "1", "--max-decoder-steps", "20")
     assert result.exit_code == 143, result.output
-    assert f"interrupted by SIGTERM; 1 of the 3 wavs were written to {out} before it" in result.output
+    assert (f"interrupted by SIGTERM; 1 of the 3 wavs were written to {out} before it; --skip-existing finishes "
+            "the rest") in result.output
     first_written = write.calls[0][0]
     assert [path.name for path in out.iterdir()] == [first_written.name]
     assert f"{first_written}  " in result.output and "Traceback" not in result.output
+
+
+def test_skip_existing_finishes_a_stopped_run_without_touching_the_wavs_already_there(micro_checkpoint, tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("One.\nTwo, two.\nThree, three, three.\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "0002.wav").write_bytes(b"written by the stopped run")
+    args = ("synth", micro_checkpoint, "--text-file", lines, "--out-dir", out, "--gl-iters", "1",
+            "--max-decoder-steps", "20", "--skip-existing")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert (out / "0002.wav").read_bytes() == b"written by the stopped run"
+    assert f"{out / '0001.wav'}  " in result.output and f"{out / '0003.wav'}  " in result.output
+    assert "0002.wav" not in result.output
+    assert invoke(*args).output.strip() == f"all 3 wavs are there already ({out}); nothing to synthesize"
+
+
+def test_synthesizing_some_positions_numbers_each_line_by_its_place_in_the_whole(micro_checkpoint, monkeypatch):
+    synthesizer = Synthesizer(micro_checkpoint, "cpu")
+    texts = ["One.", "Two, two.", "Three, three, three."]
+    config = SynthConfig(max_decoder_steps=5)
+    assert [i for i, _ in synthesizer.synthesize_each(texts, config, vocode=False, positions=[2, 0])] in ([2, 0], [0, 2])
+
+    def refuse(number, utterance, vocoder):
+        raise synth_module.SynthesisError(f"text {number}")
+
+    monkeypatch.setattr(synth_module, "_refuse_nonfinite", refuse)
+    with pytest.raises(synth_module.SynthesisError, match="text 3"):
+        next(synthesizer.synthesize_each(texts, config, vocode=False, positions=[2]))
 
 
 def test_a_late_error_in_synth_keeps_the_lines_finished_before_it(micro_checkpoint, tmp_path, monkeypatch):

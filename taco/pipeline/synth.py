@@ -127,17 +127,21 @@ class Synthesizer:
 
     @torch.no_grad()  # torch wraps each step of a generator
     def synthesize_each(self, texts: list[str], config: SynthConfig = SynthConfig(), progress: bool = False,
-                        vocode: bool = True) -> Iterator[tuple[int, Utterance]]:
+                        vocode: bool = True, positions: list[int] | None = None) -> Iterator[tuple[int, Utterance]]:
         """(position in `texts`, utterance) as each batch finishes, so that a caller can write each line
         as soon as it is done. Batches hold lines of similar lengths, so the positions come in no fixed
-        order. Every text is checked before the first is synthesized; errors as `synthesize`."""
+        order. `positions`: only the texts at these positions (all when None), as when finishing a stopped
+        run. Every text is checked before the first is synthesized; errors as `synthesize`, each line
+        numbered by its place in `texts`."""
         encoded = [encode(text, self.text_config) for text in texts]
         for number, (text, item) in enumerate(zip(texts, encoded), start=1):
             if len(item.ids) <= int(self.text_config.add_eos):
                 raise ValueError(f"text {number} ({text!r}) has nothing the model can speak")
+        positions = list(range(len(texts))) if positions is None else positions
         torch.manual_seed(config.seed)
-        with progress_bar(total=len(texts), unit="line", desc="synth", disable=not progress) as bar:
-            for chunk in similar_length_chunks([len(item.ids) for item in encoded], config.batch_size):
+        with progress_bar(total=len(positions), unit="line", desc="synth", disable=not progress) as bar:
+            for rows in similar_length_chunks([len(encoded[i].ids) for i in positions], config.batch_size):
+                chunk = [positions[row] for row in rows]
                 batch = self._synthesize_batch([texts[i] for i in chunk], [encoded[i] for i in chunk], config, vocode)
                 for i, utterance in zip(chunk, batch):
                     _refuse_nonfinite(i + 1, utterance, self.vocoder)
