@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from taco.features.store import FeatureStore, write_tsv_atomically
-from taco.files import replaced_when_written
 from taco.features.text import decode, token_labels
+from taco.files import replaced_when_written
 from taco.pipeline.alignment import AlignmentScores, score_alignment, severity
 from taco.pipeline.asr import Recognizer, reference_words, word_error_rate
 from taco.pipeline.batching import collate, to_device
@@ -96,8 +96,8 @@ def inspect(
             corpus = _corpus_if_there(store, corpus_dir)
         total = len(positions)
         done, stop = until_interrupted(_inspect_stored(synthesizer, store, positions, config, progress))
-    # in their given order, then worst first (sorted keeps that order among equals)
-    done = sorted(sorted(done, key=lambda item: item.position), key=lambda item: severity(item.row["scores"]))
+    # worst first; equals in their given order (texts finish in batches of similar length, in no fixed order)
+    done = sorted(done, key=lambda item: (severity(item.row["scores"]), item.position))
     rows = [item.row | {"rank": rank} for rank, item in enumerate(done, start=1)]
     transcribed = []
     if asr and stop is None:

@@ -18,8 +18,8 @@ import soundfile
 import torch
 
 from taco.features.mel import FeatureConfig, log_mel
-from taco.files import replaced_when_written
 from taco.features.text import TextConfig, encode
+from taco.files import replaced_when_written
 from taco.pipeline.checkpoint import CheckpointError, load_checkpoint, load_weights
 from taco.pipeline.device import pick_device
 from taco.pipeline.griffin_lim import DEFAULT_ITERATIONS, griffin_lim_lines, mel_to_magnitude
